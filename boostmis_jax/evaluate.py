@@ -1,0 +1,102 @@
+"""Host-side evaluation metrics and the pad-and-mask helpers used to shard uneven eval sets.
+
+Metrics are computed in numpy (plus sklearn for ROC-AUC) on gathered predictions: eval runs once per cycle,
+so clarity beats speed, and every value comes back as a plain Python number so it can go straight into JSON.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+__all__ = ["classification_metrics", "pad_to_multiple", "unpad"]
+
+
+def _safe_div(num: float, den: float) -> float:
+    """sklearn's zero_division=0 convention: an undefined ratio counts as 0, not NaN."""
+    return float(num) / float(den) if den else 0.0
+
+
+def _auc(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """ROC-AUC that degrades to NaN instead of raising.
+
+    Binary: AUC of probs[:, 1]. Multi-class: one-vs-rest AUC averaged over the classes that occur in
+    `labels` (a class with no positives has no defined AUC, so it is left out rather than poisoning the mean).
+    Fewer than two classes present, or non-finite probabilities (a diverged model), give NaN.
+    """
+    present = np.unique(labels)
+    if present.size < 2 or not np.all(np.isfinite(probs)):
+        return float("nan")
+    if num_classes == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    scores = [roc_auc_score(labels == c, probs[:, c]) for c in present]
+    return float(np.mean(scores))
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, balanced accuracy, macro P/R/F1 (zero_division=0), ROC-AUC, per-class recall, confusion.
+
+    Macro precision/recall/F1 and `per_class_recall` cover all `num_classes` classes (an absent class counts
+    as 0, like sklearn with `labels=range(C)`), while balanced accuracy and AUC average only over the classes
+    present in `labels`, which is what those metrics mean. The confusion matrix has rows=true, cols=predicted.
+    """
+    probs = np.asarray(probs)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise ValueError(f"probs must have shape (N, {num_classes}), got {probs.shape}")
+    if probs.shape[0] != labels.shape[0]:
+        raise ValueError(f"probs has {probs.shape[0]} rows but labels has {labels.shape[0]}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+
+    n = int(labels.shape[0])
+    preds = np.argmax(probs, axis=1) if n else np.zeros((0,), np.int64)
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (labels, preds), 1)
+
+    support = cm.sum(axis=1)  # true count per class
+    predicted = cm.sum(axis=0)  # predicted count per class
+    tp = np.diag(cm)
+    recall = [_safe_div(tp[c], support[c]) for c in range(num_classes)]
+    precision = [_safe_div(tp[c], predicted[c]) for c in range(num_classes)]
+    f1 = [_safe_div(2 * p * r, p + r) for p, r in zip(precision, recall)]
+    present = [c for c in range(num_classes) if support[c] > 0]
+
+    nan = float("nan")
+    return {
+        "accuracy": _safe_div(tp.sum(), n) if n else nan,
+        "balanced_accuracy": float(np.mean([recall[c] for c in present])) if present else nan,
+        "macro_precision": float(np.mean(precision)) if n else nan,
+        "macro_recall": float(np.mean(recall)) if n else nan,
+        "macro_f1": float(np.mean(f1)) if n else nan,
+        "auc": _auc(probs, labels, num_classes) if n else nan,
+        "per_class_recall": [float(r) for r in recall],
+        "confusion_matrix": [[int(v) for v in row] for row in cm],
+        "num_examples": n,
+    }
+
+
+def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pad rows so len is a multiple of `multiple` (e.g. device count); mask marks the real rows.
+
+    Sharded eval needs equal per-device batches; padding instead of dropping keeps every example counted.
+    """
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    x = np.asarray(x)
+    n = x.shape[0]
+    pad = (-n) % multiple
+    mask = np.zeros((n + pad,), dtype=bool)
+    mask[:n] = True
+    if pad == 0:
+        return x, mask
+    padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], dtype=x.dtype)], axis=0)
+    return padded, mask
+
+
+def unpad(outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Drop the padding rows added by `pad_to_multiple` so metrics never see fake examples."""
+    outputs = np.asarray(outputs)
+    mask = np.asarray(mask, dtype=bool).reshape(-1)
+    if outputs.shape[0] != mask.shape[0]:
+        raise ValueError(f"outputs has {outputs.shape[0]} rows but mask has {mask.shape[0]}")
+    return outputs[mask]

@@ -1,0 +1,104 @@
+"""Metrics against hand-computed values; pad/unpad round trip."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from boostmis_jax.evaluate import classification_metrics, pad_to_multiple, unpad
+
+
+def _onehotish(preds, num_classes, conf=0.8):
+    p = np.full((len(preds), num_classes), (1 - conf) / (num_classes - 1))
+    p[np.arange(len(preds)), preds] = conf
+    return p
+
+
+def test_three_class_hand_computed():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    preds = np.array([0, 0, 1, 1, 2, 2, 2, 0, 2])
+    m = classification_metrics(_onehotish(preds, 3), labels, 3)
+    # cm rows=true, cols=pred
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [1, 0, 3]]
+    assert m["num_examples"] == 9
+    assert m["accuracy"] == pytest.approx(6 / 9)
+    assert m["per_class_recall"] == pytest.approx([2 / 3, 1 / 2, 3 / 4])
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 3 / 4) / 3)
+    prec = [2 / 3, 1 / 2, 3 / 4]  # column sums 3, 2, 4
+    rec = [2 / 3, 1 / 2, 3 / 4]
+    f1 = [2 * p * r / (p + r) for p, r in zip(prec, rec)]
+    assert m["macro_precision"] == pytest.approx(np.mean(prec))
+    assert m["macro_recall"] == pytest.approx(np.mean(rec))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1))
+    assert 0.0 <= m["auc"] <= 1.0
+    json.dumps(m)  # plain python types only
+    assert all(type(v) is float for v in m["per_class_recall"])
+    assert all(type(v) is int for row in m["confusion_matrix"] for v in row)
+
+
+def test_zero_division_is_zero():
+    # class 2 never predicted -> precision 0 (not nan); class 1 absent in labels -> recall 0 in macro
+    labels = np.array([0, 0, 2])
+    preds = np.array([0, 1, 0])
+    m = classification_metrics(_onehotish(preds, 3), labels, 3)
+    assert m["per_class_recall"] == pytest.approx([0.5, 0.0, 0.0])
+    assert m["macro_precision"] == pytest.approx((1 / 2 + 0 + 0) / 3)
+    # balanced accuracy averages over present classes (0 and 2) only
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_auc_binary_hand_computed():
+    labels = np.array([0, 0, 1, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8])
+    probs = np.stack([1 - p1, p1], axis=1)
+    # pairs (neg, pos): (0.1,.35) ok, (0.1,.8) ok, (.4,.35) wrong, (.4,.8) ok -> 3/4
+    assert classification_metrics(probs, labels, 2)["auc"] == pytest.approx(0.75)
+
+
+def test_auc_multiclass_with_missing_class():
+    # class 1 absent from labels -> average one-vs-rest AUC over classes 0 and 2 only
+    labels = np.array([0, 0, 2, 2])
+    probs = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.3, 0.3, 0.4],
+            [0.5, 0.1, 0.4],
+            [0.1, 0.1, 0.8],
+        ]
+    )
+    # class 0 scores: pos {.7,.3}, neg {.5,.1}: pairs .7>.5 .7>.1 .3<.5 .3>.1 -> 3/4
+    # class 2 scores: pos {.4,.8}, neg {.1,.4}: .4>.1, .4=.4 (0.5), .8>.1, .8>.4 -> 3.5/4
+    m = classification_metrics(probs, labels, 3)
+    assert m["auc"] == pytest.approx((0.75 + 0.875) / 2)
+    assert not math.isnan(m["auc"])
+
+
+def test_auc_nan_with_single_class_and_nonfinite():
+    probs = _onehotish(np.array([0, 1, 0]), 3)
+    assert math.isnan(classification_metrics(probs, np.array([1, 1, 1]), 3)["auc"])
+    bad = probs.copy()
+    bad[0, 0] = np.nan
+    assert math.isnan(classification_metrics(bad, np.array([0, 1, 2]), 3)["auc"])
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError):
+        classification_metrics(np.zeros((3, 2)), np.zeros(3, int), 3)
+    with pytest.raises(ValueError):
+        classification_metrics(np.zeros((3, 3)), np.array([0, 1, 3]), 3)
+
+
+@pytest.mark.parametrize("n,multiple", [(10, 8), (16, 8), (1, 8), (5, 1), (0, 4)])
+def test_pad_unpad_round_trip(n, multiple):
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 1
+    padded, mask = pad_to_multiple(x, multiple)
+    assert padded.shape[0] % multiple == 0 and padded.shape[0] >= n
+    assert padded.shape[0] - n < multiple
+    assert mask.dtype == bool and mask.sum() == n and mask.shape == (padded.shape[0],)
+    assert np.all(padded[~mask] == 0)
+    np.testing.assert_array_equal(unpad(padded, mask), x)
+
+
+def test_unpad_length_mismatch():
+    with pytest.raises(ValueError):
+        unpad(np.zeros((4, 2)), np.ones(3, bool))
