@@ -185,6 +185,10 @@ class Progress:
             self._bar.set_postfix(clean, refresh=False)
         self._bar.update(n)
 
+    @property
+    def n(self) -> int:
+        return int(self._bar.n)
+
     def close(self) -> None:
         self._bar.close()
 

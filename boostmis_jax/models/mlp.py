@@ -1,0 +1,33 @@
+"""MLP head for precomputed feature vectors (the MESCC release ships ResNet-50 features, 2048-d)."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from boostmis_jax.models import register_model
+
+
+class MLP(nn.Module):
+    num_classes: int
+    hidden: tuple[int, ...] = (512,)
+    bn_momentum: float = 0.99
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1)).astype(self.dtype)
+        for h in self.hidden:
+            x = nn.Dense(h, dtype=self.dtype)(x)
+            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(x)
+            x = nn.relu(x)
+        emb = x.astype(jnp.float32)
+        logits = nn.Dense(self.num_classes, dtype=jnp.float32)(emb)
+        return logits, emb
+
+
+@register_model("mlp")
+def _mlp(cfg, num_classes):
+    hidden = cfg.get("hidden", (512,))
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    return MLP(num_classes=num_classes, hidden=hidden, bn_momentum=cfg.get("bn_momentum", 0.99),
+               dtype=jnp.dtype(cfg.get("dtype", "float32")))

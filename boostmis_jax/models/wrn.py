@@ -1,0 +1,60 @@
+"""WideResNet-28-2, as in FixMatch / the BoostMIS release (leaky ReLU 0.1, pre-activation blocks)."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from boostmis_jax.models import register_model
+
+
+class _Block(nn.Module):
+    out: int
+    stride: int
+    activate_before_residual: bool
+    bn_momentum: float
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,  # noqa: E731
+                                    dtype=self.dtype)
+        act = lambda v: nn.leaky_relu(v, 0.1)  # noqa: E731
+        equal = x.shape[-1] == self.out and self.stride == 1
+        o = act(norm()(x))
+        if equal or self.activate_before_residual:
+            x = o
+        y = nn.Conv(self.out, (3, 3), (self.stride, self.stride), use_bias=False, dtype=self.dtype)(o)
+        y = act(norm()(y))
+        y = nn.Conv(self.out, (3, 3), use_bias=False, dtype=self.dtype)(y)
+        if not equal:
+            x = nn.Conv(self.out, (1, 1), (self.stride, self.stride), use_bias=False, dtype=self.dtype)(x)
+        return x + y
+
+
+class WideResNet(nn.Module):
+    num_classes: int
+    depth: int = 28
+    widen: int = 2
+    bn_momentum: float = 0.999
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        n = (self.depth - 4) // 6
+        widths = [16 * self.widen, 32 * self.widen, 64 * self.widen]
+        x = nn.Conv(16, (3, 3), use_bias=False, dtype=self.dtype)(x.astype(self.dtype))
+        for g, w in enumerate(widths):
+            for i in range(n):
+                stride = 2 if (g > 0 and i == 0) else 1
+                x = _Block(w, stride, g == 0 and i == 0, self.bn_momentum, self.dtype)(x, train)
+        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(x)
+        x = nn.leaky_relu(x, 0.1)
+        emb = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+        logits = nn.Dense(self.num_classes, dtype=jnp.float32)(emb)
+        return logits, emb
+
+
+@register_model("wrn28_2")
+def _wrn28_2(cfg, num_classes):
+    return WideResNet(num_classes=num_classes, depth=28, widen=2, bn_momentum=cfg.get("bn_momentum", 0.999),
+                      dtype=jnp.dtype(cfg.get("dtype", "float32")))

@@ -1,0 +1,162 @@
+"""Pure step functions. The loop jits each once; they never touch the host.
+
+`make_train_step` builds the whole BoostMIS SSL step: per-example keys from (seed, step, global position),
+weak/strong views on device, ONE forward pass over [labeled weak | unlabeled weak | unlabeled strong]
+(BatchNorm sees the whole global batch under jit+NamedSharding, on any device count), the threshold
+registry's mask, masked consistency, SGD update and EMA.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from boostmis_jax import losses
+from boostmis_jax.augment import make_views
+from boostmis_jax.state import make_schedule, threshold_config
+from boostmis_jax.thresholds import get_threshold
+
+
+def make_preprocess(kind: str, mean, std) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """uint8 images -> float [0,1] (augmentation space); features pass through."""
+    if kind == "image":
+        return lambda x: x.astype(jnp.float32) / 255.0
+    return lambda x: x.astype(jnp.float32)
+
+
+def make_normalize(kind: str, mean, std) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    if kind == "image":
+        m = jnp.asarray(mean, jnp.float32)
+        s = jnp.asarray(std, jnp.float32)
+        return lambda x: (x - m) / s
+    return lambda x: x
+
+
+def example_keys(seed: int, step, stream: int, n: int) -> jax.Array:
+    """One key per example from (seed, step, stream, global position): independent of sharding."""
+    k = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), stream)
+    return jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n, dtype=jnp.uint32))
+
+
+def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p_target) -> Callable:
+    thr = get_threshold(cfg.ssl.threshold)
+    tcfg = threshold_config(cfg)
+    views = make_views(kind, cfg.aug)
+    pre = make_preprocess(kind, mean, std)
+    norm = make_normalize(kind, mean, std)
+    seed = int(cfg.seed)
+    hard = bool(cfg.ssl.hard_label)
+    temperature = float(cfg.ssl.T)
+    lambda_u = float(cfg.ssl.lambda_u)
+    ema_decay = float(cfg.train.ema_decay)
+    dist_align = bool(cfg.ssl.dist_align)
+    da_m = float(cfg.ssl.da_momentum)
+    use_u = thr.uses_unlabeled and lambda_u > 0
+    p_target = jnp.asarray(p_target, jnp.float32)
+    schedule = make_schedule(cfg)
+
+    def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
+        step = state["step"]
+        xl, yl = batch["xl"], batch["yl"]
+        bl = xl.shape[0]
+        xl_w, _ = views(example_keys(seed, step, 0, bl), pre(xl))
+        if use_u:
+            xu, iu = batch["xu"], batch["iu"]
+            bu = xu.shape[0]
+            xu_w, xu_s = views(example_keys(seed, step, 1, bu), pre(xu))
+            inputs = jnp.concatenate([xl_w, xu_w, xu_s], axis=0)
+        else:
+            inputs = xl_w
+        inputs = norm(inputs)
+
+        def loss_fn(params):
+            (logits, _), upd = model.apply({"params": params, "batch_stats": state["batch_stats"]}, inputs,
+                                           train=True, mutable=["batch_stats"])
+            logits = logits.astype(jnp.float32)
+            sup = losses.supervised_ce(logits[:bl], yl)
+            aux = {"batch_stats": upd["batch_stats"], "sup": sup}
+            if not use_u:
+                return sup, aux
+            lw = jax.lax.stop_gradient(logits[bl:bl + bu])
+            ls = logits[bl + bu:]
+            probs = jax.nn.softmax(lw, axis=-1)
+            p_model = state["ssl"]["p_model"]
+            if dist_align:
+                p_model = da_m * p_model + (1 - da_m) * jnp.mean(probs, axis=0)
+                probs = losses.align_distribution(probs, p_model, p_target)
+            valid = jnp.ones((bu,), bool)
+            mask, tau, thr_state = thr.update(state["ssl"]["thr"], probs, iu, valid, state["n_active"], tcfg)
+            targets = losses.pseudo_targets(probs, lw, hard=hard, temperature=temperature)
+            maskf = mask.astype(jnp.float32)
+            unsup = losses.consistency(ls, targets, maskf)
+            pred = jnp.argmax(probs, -1)
+            yu = batch["yu"]
+            known = (yu >= 0) & mask
+            aux.update(unsup=unsup, mask_rate=jnp.mean(maskf), tau=tau,
+                       ssl={"thr": thr_state, "p_model": p_model},
+                       pseudo_acc=jnp.sum((pred == yu) & known) / jnp.maximum(jnp.sum(known), 1))
+            return sup + lambda_u * unsup, aux
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        # EMA with the usual warm-up (decay ramps as (1+t)/(10+t)) so short runs do not evaluate the init.
+        d = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+        ema = lambda e, p: d * e + (1.0 - d) * p  # noqa: E731
+        new = dict(state)
+        new.update(
+            step=step + 1, params=params, batch_stats=aux["batch_stats"], opt_state=opt_state,
+            ema_params=jax.tree.map(ema, state["ema_params"], params),
+            ema_batch_stats=jax.tree.map(ema, state["ema_batch_stats"], aux["batch_stats"]),
+        )
+        metrics = {"loss": loss, "sup_loss": aux["sup"], "lr": schedule(step),
+                   "grad_norm": optax.global_norm(grads)}
+        if use_u:
+            new["ssl"] = aux["ssl"]
+            metrics.update(unsup_loss=aux["unsup"], mask_rate=aux["mask_rate"], threshold=aux["tau"],
+                           pseudo_acc=aux["pseudo_acc"])
+        return new, metrics
+
+    return train_step
+
+
+def make_bare_step(model, tx, cfg, *, kind: str, mean, std) -> Callable:
+    """Plain supervised forward/backward/update, no augmentation: the benchmark's reference point."""
+    pre = make_preprocess(kind, mean, std)
+    norm = make_normalize(kind, mean, std)
+
+    def bare_step(state, batch):
+        x = norm(pre(batch["x"]))
+
+        def loss_fn(params):
+            (logits, _), upd = model.apply({"params": params, "batch_stats": state["batch_stats"]}, x,
+                                           train=True, mutable=["batch_stats"])
+            return losses.supervised_ce(logits.astype(jnp.float32), batch["y"]), upd["batch_stats"]
+
+        (loss, bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new = dict(state)
+        new.update(step=state["step"] + 1, params=optax.apply_updates(state["params"], updates),
+                   batch_stats=bs, opt_state=opt_state)
+        return new, {"loss": loss}
+
+    return bare_step
+
+
+def make_predict(model, kind: str, mean, std, *, preprocessed: bool = False) -> Callable:
+    """Eval-mode forward (running BN statistics): (variables, x) -> (logits, embedding).
+
+    With `preprocessed=True` the input is already in augmentation space ([0,1] images), which is where the
+    VAT selector perturbs it.
+    """
+    pre = make_preprocess(kind, mean, std)
+    norm = make_normalize(kind, mean, std)
+
+    def predict(variables, x):
+        x = x if preprocessed else pre(x)
+        logits, emb = model.apply(variables, norm(x), train=False)
+        return logits.astype(jnp.float32), emb.astype(jnp.float32)
+
+    return predict
