@@ -58,7 +58,9 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
 
 
 def threshold_config(cfg) -> ThresholdConfig:
-    return ThresholdConfig(a=float(cfg.ssl.a), b=float(cfg.ssl.b), budget=max(1, int(cfg.al.budget)),
+    n_sel = max(1, len([s for s in str(cfg.al.selectors).split("+") if s.strip()]))
+    return ThresholdConfig(a=float(cfg.ssl.a), b=float(cfg.ssl.b),
+                           cycle_budget=max(1, int(cfg.al.budget) * n_sel),
                            fixed=float(cfg.ssl.fixed_threshold), tau_min=float(cfg.ssl.tau_min),
                            tau_max=float(cfg.ssl.tau_max), tau_momentum=float(cfg.ssl.tau_momentum))
 

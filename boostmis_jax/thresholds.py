@@ -17,6 +17,9 @@ Our reading, since the released code never computes C_t (it collapses to a fixed
     confident (C_{t-1} = 0) the ratio is 1.
   * The raw tau is smoothed by an EMA (`tau_momentum`) and clipped to [tau_min, tau_max] so that
     N_A/(2K) > 1 after many cycles cannot push it past 1 and no single step can collapse it.
+  * 2K is the number of samples annotated per cycle (K per selector, aus+bus in the paper), so
+    N_A/(2K) counts completed annotation rounds; with other selector sets we use budget * #selectors, which
+    keeps the threshold identical when comparing selectors at equal label counts.
   * The mask for step t uses tau_{t-1} (the status before seeing this batch), so the threshold never
     depends on the batch it filters.
 """
@@ -34,7 +37,7 @@ class ThresholdConfig(NamedTuple):
     """Static (hashable) hyper-parameters, captured by the jitted step."""
     a: float = 0.9
     b: float = 0.05
-    budget: int = 1              # K: per-cycle annotation budget
+    cycle_budget: int = 2        # 2K: samples annotated per cycle (K per selector, two selectors in the paper)
     fixed: float = 0.95
     tau_min: float = 0.5
     tau_max: float = 0.99
@@ -75,7 +78,7 @@ def _boostmis_init(num_train: int, num_classes: int, cfg: ThresholdConfig) -> di
 def boostmis_tau(count_now, count_prev, n_active, cfg: ThresholdConfig):
     """The paper's formula (unsmoothed, unclipped): a*min(1, C_t/C_{t-1}) + b*N_A/(2K)."""
     ratio = jnp.where(count_prev > 0, count_now / jnp.maximum(count_prev, 1.0), 1.0)
-    return cfg.a * jnp.minimum(1.0, ratio) + cfg.b * n_active / (2.0 * cfg.budget)
+    return cfg.a * jnp.minimum(1.0, ratio) + cfg.b * n_active / float(cfg.cycle_budget)
 
 
 def _boostmis_update(state, probs, idx, valid, n_active, cfg: ThresholdConfig):

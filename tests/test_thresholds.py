@@ -6,7 +6,7 @@ import pytest
 from boostmis_jax.errors import UserError
 from boostmis_jax.thresholds import THRESHOLDS, ThresholdConfig, boostmis_tau, get_threshold
 
-CFG = ThresholdConfig(a=0.9, b=0.05, budget=10, fixed=0.95, tau_min=0.5, tau_max=0.99, tau_momentum=0.0)
+CFG = ThresholdConfig(a=0.9, b=0.05, cycle_budget=20, fixed=0.95, tau_min=0.5, tau_max=0.99, tau_momentum=0.0)
 
 
 def probs_with_conf(conf):
@@ -40,7 +40,7 @@ def test_none_masks_everything():
 
 
 def test_boostmis_formula_matches_paper():
-    # tau = a*min(1, Ct/Ct-1) + b*NA/(2K)
+    # tau = a*min(1, Ct/Ct-1) + b*NA/(2K), 2K = 20 here
     assert float(boostmis_tau(50.0, 100.0, 0.0, CFG)) == pytest.approx(0.45)
     assert float(boostmis_tau(200.0, 100.0, 0.0, CFG)) == pytest.approx(0.9)
     assert float(boostmis_tau(100.0, 100.0, 10.0, CFG)) == pytest.approx(0.9 + 0.05 * 10 / 20)
