@@ -1,0 +1,164 @@
+"""Benchmark: scoring the unlabeled pool with aus+bus through `score_pool` (the AL loop's own entry point).
+
+Prints one JSON line per case with the seconds per call (median of --repeats after a warm-up call), the
+FLOPs the scoring must do (model forward + ip*(jvp + input-backward) + adversarial forward per sample for
+VAT, plus the N*N*E*2 kNN matmul) and `ratio_to_matmul` = seconds / (those FLOPs at the rate a plain
+jnp.dot of comparable shapes reaches in the same run). Case 1: MLP head on feature vectors; case 2: a
+small CNN on images.
+
+    python benchmarks/acquisition.py                 # CPU defaults: 20k x 2048 features, 2k 28x28 images
+    python benchmarks/acquisition.py --pool 1000000  # GPU default
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from boostmis_jax.acquisition import DEFAULTS, score_pool
+
+
+class MLPHead(nn.Module):
+    """dim -> hidden (ReLU, the embedding) -> classes."""
+
+    hidden: int
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        emb = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(self.classes)(emb), emb
+
+
+class SmallCNN(nn.Module):
+    """Two strided 3x3 convs, global average pool (the embedding), linear classifier."""
+
+    classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = nn.relu(nn.Conv(16, (3, 3), strides=(2, 2))(x))
+        x = nn.relu(nn.Conv(32, (3, 3), strides=(2, 2))(x))
+        emb = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.classes)(emb), emb
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    jax.block_until_ready(fn())  # warm-up: compile + first run
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def dot_rate(m: int, k: int, n: int, repeats: int) -> float:
+    """FLOP/s of a plain jitted jnp.dot (m,k)@(k,n)."""
+    a = jax.random.normal(jax.random.key(1), (m, k))
+    b = jax.random.normal(jax.random.key(2), (k, n))
+    f = jax.jit(jnp.dot)
+    return 2.0 * m * k * n / timed(lambda: f(a, b), max(repeats, 3))
+
+
+def forward_flops(apply_fn: Callable, variables: object, x: jax.Array) -> float:
+    """XLA's FLOP count of one eval forward, per sample."""
+    cost = jax.jit(apply_fn).lower(variables, x).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"]) / x.shape[0]
+
+
+def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, args: argparse.Namespace,
+             chunk: int, dot_shape: tuple[int, int, int]) -> dict:
+    n_pad = -(-pool // chunk) * chunk  # the AL loop pads the pool to a multiple of the chunk
+    x = jax.random.normal(jax.random.key(0), (n_pad,) + x_shape, jnp.float32)
+    rows = jnp.arange(n_pad)
+    valid = rows < pool
+    labeled = rows < pool // 100
+    candidate = valid & ~labeled
+    variables = model.init(jax.random.key(3), x[:2])
+
+    def apply_fn(v: object, xb: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return model.apply(v, xb)
+
+    cfg = dict(DEFAULTS, vat_ip=args.ip, knn_k=args.k, chunk=chunk)
+    if args.block:
+        cfg["knn_block"] = args.block
+    key = jax.random.key(4)
+
+    def call(selectors: tuple[str, ...]) -> Callable[[], object]:
+        def run() -> object:
+            return score_pool(apply_fn, variables, x, candidate, labeled, key, selectors=selectors, cfg=cfg)
+
+        return run
+
+    seconds = timed(call(("aus", "bus")), args.repeats)
+    emb_dim = model.apply(variables, x[:2])[1].shape[-1]
+    fwd = forward_flops(apply_fn, variables, x[:chunk])
+    # linearized forward, ip x (jvp + input-only vjp), adversarial forward
+    model_flops = n_pad * fwd * (1 + 2 * args.ip + 1)
+    knn_flops = 2.0 * n_pad * n_pad * emb_dim
+    model_rate = dot_rate(*dot_shape, args.repeats)
+    knn_rate = dot_rate(min(cfg["knn_block"], n_pad), emb_dim, min(cfg["knn_block"], n_pad), args.repeats)
+    ideal = model_flops / model_rate + knn_flops / knn_rate
+    flops = model_flops + knn_flops
+    out = {
+        "case": name, "pool": pool, "padded_pool": n_pad, "input_shape": list(x_shape),
+        "dim": x_shape[0] if len(x_shape) == 1 else None,
+        "hidden": args.hidden if name == "features" else None,
+        "emb_dim": emb_dim, "classes": args.classes, "vat_iters": args.ip, "knn_k": args.k, "chunk": chunk,
+        "knn_block": cfg["knn_block"], "selectors": ["aus", "bus"], "seconds": round(seconds, 4),
+        "samples_per_s": round(pool / seconds, 1), "device": str(jax.devices()[0].device_kind),
+        "backend": jax.default_backend(), "n_devices": len(jax.devices()), "flops": flops,
+        "model_flops": model_flops, "knn_flops": knn_flops,
+        "matmul_flops_per_s": round(flops / ideal, 1), "model_dot_flops_per_s": round(model_rate, 1),
+        "knn_dot_flops_per_s": round(knn_rate, 1), "ratio_to_matmul": round(seconds / ideal, 3),
+    }
+    if args.breakdown:
+        for sel in ("entropy", "aus", "bus"):
+            out[f"seconds_{sel}_only"] = round(timed(call((sel,)), args.repeats), 4)
+    return out
+
+
+def main() -> None:
+    gpu = jax.default_backend() != "cpu"
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", type=int, default=1_000_000 if gpu else 20_000, help="feature pool size")
+    p.add_argument("--dim", type=int, default=2048)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--classes", type=int, default=2)
+    p.add_argument("--ip", type=int, default=1, help="VAT power iterations")
+    p.add_argument("--k", type=int, default=10, help="kNN neighbours")
+    p.add_argument("--chunk", type=int, default=None,
+                   help=f"pool forward chunk (default al.chunk={DEFAULTS['chunk']})")
+    p.add_argument("--block", type=int, default=None,
+                   help=f"kNN block (default al.knn_block={DEFAULTS['knn_block']})")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--image-pool", type=int, default=100_000 if gpu else 2000)
+    p.add_argument("--image-size", type=int, default=28)
+    p.add_argument("--skip-images", action="store_true")
+    p.add_argument("--breakdown", action="store_true", help="also time entropy-only, aus-only and bus-only")
+    args = p.parse_args()
+    chunk = args.chunk or DEFAULTS["chunk"]
+
+    feat = run_case("features", MLPHead(args.hidden, args.classes), (args.dim,), args.pool, args, chunk,
+                    (chunk, args.dim, args.hidden))
+    print(json.dumps(feat), flush=True)
+    if not args.skip_images:
+        s = args.image_size
+        img = run_case("image", SmallCNN(args.classes), (s, s, 1), args.image_pool, args, chunk,
+                       (chunk * (s // 4) ** 2, 9 * 16, 32))
+        print(json.dumps(img), flush=True)
+
+
+if __name__ == "__main__":
+    main()
