@@ -66,8 +66,8 @@ def is_balanced(name: str) -> bool:
 
 def check_selectors(selectors: Any) -> tuple[str, ...]:
     """Normalize to a tuple of known, distinct names (order kept: it is the tie/dedup priority)."""
-    if isinstance(selectors, str):
-        selectors = tuple(s.strip() for s in selectors.split(",") if s.strip())
+    if isinstance(selectors, str):  # "aus+bus" or "aus,bus"
+        selectors = tuple(s.strip() for s in selectors.replace("+", ",").split(",") if s.strip())
     selectors = tuple(selectors)
     unknown = [s for s in selectors if s not in SCORERS]
     if not selectors or unknown:

@@ -11,6 +11,16 @@ from boostmis_jax.acquisition.scoring import score_pool
 from boostmis_jax.errors import UserError
 
 
+def to_host(a: Any) -> np.ndarray:
+    """numpy copy of a (possibly multi-process, not fully addressable) global array; a collective then, so
+    every process must call it, as the AL loop does."""
+    if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
+
+
 def _ranked(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Rows in `mask` by score desc, ties by lower index."""
     rows = np.flatnonzero(mask)
@@ -49,15 +59,15 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes:
         raise UserError(f"al.budget: got {budget!r}; expected an integer >= 0 (samples per selector)")
     if num_classes < 1:
         raise UserError(f"num_classes: got {num_classes!r}; expected an integer >= 1")
-    cand = np.asarray(candidate, dtype=bool)
-    pred_np = np.asarray(pred).astype(np.int64)
+    cand = to_host(candidate).astype(bool)
+    pred_np = to_host(pred).astype(np.int64)
     entries: dict[int, dict] = {}
     for name in selectors:
-        score = np.asarray(scores[name], dtype=np.float64)
+        score = to_host(scores[name]).astype(np.float64)
         score = np.where(np.isnan(score), -np.inf, score)
         mask = cand & (score > -np.inf)
         if "coreset" in needs_of(name) and coreset_idx is not None:
-            idx = [int(i) for i in np.asarray(coreset_idx) if i >= 0 and mask[i]]
+            idx = [int(i) for i in to_host(coreset_idx) if i >= 0 and mask[i]]
             picks = list(dict.fromkeys(idx))[:budget]
         elif is_balanced(name):
             picks = balanced_top_k(score, pred_np, mask, int(budget), num_classes)
@@ -79,6 +89,6 @@ def acquire(apply_fn: Any, variables: Any, x: jax.Array, candidate: Any, labeled
     selectors = check_selectors(selectors)
     out = score_pool(apply_fn, variables, x, candidate, labeled, key, selectors=selectors, cfg=cfg,
                      budget=int(budget))
-    cand = np.asarray(candidate, dtype=bool) & ~np.asarray(labeled, dtype=bool)
+    cand = to_host(candidate).astype(bool) & ~to_host(labeled).astype(bool)
     return select(out["scores"], out["pred"], cand, budget=int(budget), num_classes=num_classes,
                   selectors=selectors, coreset_idx=out.get("coreset_idx"))
