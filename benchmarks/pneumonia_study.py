@@ -52,8 +52,8 @@ def main() -> None:
         common.append(f"--config.train.steps={args.steps}")
     if args.study == "ssl":
         arms = {"BoostMIS SSL (threshold=boostmis)": ["--config.ssl.threshold=boostmis"],
-                "FixMatch (threshold=fixed 0.95)": ["--config.ssl.threshold=fixed"],
-                "supervised only (threshold=none)": ["--config.ssl.threshold=none"]}
+                "supervised only (threshold=none)": ["--config.ssl.threshold=none"],
+                "FixMatch (threshold=fixed 0.95)": ["--config.ssl.threshold=fixed"]}
     else:
         common += [f"--config.al.cycles={args.cycles}"]
         if args.steps_per_cycle:

@@ -12,9 +12,9 @@ def get_config():
     c.data.path = "../shared/data/pneumoniamnist.npz"
     c.data.num_labels = 48      # ~1% of 4708
     c.model.name = "cnn"
-    c.model.widths = (32, 64, 128)
+    c.model.widths = (16, 32, 64)   # CPU-sized; wrn28_2 on a GPU
     c.train.steps = 1000
-    c.train.batch_size = 32
+    c.train.batch_size = 16
     c.ssl.uratio = 3
     c.train.eval_every = 250
     c.checkpoint.every_steps = 250
