@@ -71,11 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin ...
     c.al.oracle = "simulated"             # simulated | files
     c.al.vat_xi = 1e-6
-    c.al.vat_eps = 2.0
+    c.al.vat_eps = 2.0                    # images (normalized input); 1.0 suits features
     c.al.vat_ip = 1
     c.al.knn_k = 10
-    c.al.chunk = 256
-    c.al.knn_block = 1024
+    c.al.chunk = 512
+    c.al.knn_block = 2048
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 200

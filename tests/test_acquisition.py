@@ -323,10 +323,10 @@ def test_select_union_dedup_and_never_non_candidates():
     idx = [e["index"] for e in picks]
     assert len(idx) == len(set(idx))
     assert not set(idx) & {0, 5}
-    assert idx == [1, 2, 3, 11, 10]
+    assert idx == [1, 2, 3, 11, 10, 9]  # bus skips row 1 (taken by aus) and back-fills with its next best
     first = next(e for e in picks if e["index"] == 1)
     assert first["selector"] == "aus" and first["selectors"] == ["aus", "bus"]
-    assert [e["selector"] for e in picks] == ["aus"] * 3 + ["bus"] * 2
+    assert [e["selector"] for e in picks] == ["aus"] * 3 + ["bus"] * 3
     big = select({"aus": aus}, np.zeros(n, int), cand, budget=100, num_classes=1, selectors=("aus",))
     assert sorted(e["index"] for e in big) == np.flatnonzero(cand).tolist()
 

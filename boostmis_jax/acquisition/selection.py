@@ -49,8 +49,10 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes:
            selectors: tuple[str, ...], coreset_idx: Any = None) -> list[dict]:
     """Union of each selector's top-`budget` candidates (the paper: aus top-K  U  bus top-K).
 
-    A row picked by several selectors appears once, under the first selector in `selectors` order, with all
-    of them in "selectors". Rows that are not candidates (labeled, padded, invalid) or score -inf/NaN are
+    Selectors pick in `selectors` order and a later selector skips rows already taken, moving on to its next
+    best, so every cycle annotates exactly budget * len(selectors) distinct rows (when the pool allows): that
+    keeps label counts equal when comparing selector sets, and N_A/(2K) in the threshold exact. A row that a
+    later selector also ranked in its own top-`budget` lists that selector in "selectors". Rows that are not candidates (labeled, padded, invalid) or score -inf/NaN are
     never picked. Returns [{"index", "selector", "selectors", "score", "predicted"}] sorted by selector order,
     then score desc, then index.
     """
@@ -65,18 +67,25 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes:
     for name in selectors:
         score = to_host(scores[name]).astype(np.float64)
         score = np.where(np.isnan(score), -np.inf, score)
-        mask = cand & (score > -np.inf)
-        if "coreset" in needs_of(name) and coreset_idx is not None:
-            idx = [int(i) for i in to_host(coreset_idx) if i >= 0 and mask[i]]
-            picks = list(dict.fromkeys(idx))[:budget]
-        elif is_balanced(name):
-            picks = balanced_top_k(score, pred_np, mask, int(budget), num_classes)
-        else:
-            picks = top_k(score, mask, int(budget))
+        ranked_mask = cand & (score > -np.inf)
+
+        def pick(mask, name=name, score=score):
+            if "coreset" in needs_of(name) and coreset_idx is not None:
+                idx = [int(i) for i in to_host(coreset_idx) if i >= 0 and mask[i]]
+                return list(dict.fromkeys(idx))[:budget]
+            if is_balanced(name):
+                return balanced_top_k(score, pred_np, mask, int(budget), num_classes)
+            return top_k(score, mask, int(budget))
+
+        if entries:
+            for i in pick(ranked_mask):  # rows this selector wanted too: record the overlap
+                if i in entries:
+                    entries[i]["selectors"].append(name)
+        taken = np.zeros_like(ranked_mask)
+        taken[list(entries)] = True
+        picks = pick(ranked_mask & ~taken)
         for i in picks:
-            if i in entries:
-                entries[i]["selectors"].append(name)
-            else:
+            if i not in entries:
                 entries[i] = {"index": int(i), "selector": name, "selectors": [name],
                               "score": float(score[i]), "predicted": int(pred_np[i])}
     order = {name: j for j, name in enumerate(selectors)}
@@ -87,8 +96,9 @@ def acquire(apply_fn: Any, variables: Any, x: jax.Array, candidate: Any, labeled
             selectors: tuple[str, ...], budget: int, num_classes: int, cfg: Any) -> list[dict]:
     """One AL round: score the pool on device (`score_pool`) and pick up to `budget` rows per selector."""
     selectors = check_selectors(selectors)
+    # coreset ranks enough centers to back-fill rows the selectors before it already took
     out = score_pool(apply_fn, variables, x, candidate, labeled, key, selectors=selectors, cfg=cfg,
-                     budget=int(budget))
+                     budget=int(budget) * len(selectors))
     cand = to_host(candidate).astype(bool) & ~to_host(labeled).astype(bool)
     return select(out["scores"], out["pred"], cand, budget=int(budget), num_classes=num_classes,
                   selectors=selectors, coreset_idx=out.get("coreset_idx"))
