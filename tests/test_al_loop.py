@@ -30,7 +30,7 @@ def rows(wd):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     wd = tmp_path_factory.mktemp("al_sim")
-    p = run(wd, "--config.al.cycles=2", "--config.checkpoint.every_steps=5")
+    p = run(wd, "--config.al.cycles=2", "--config.checkpoint.every_steps=5", "--config.checkpoint.keep=20")
     assert p.returncode == 0, p.stderr[-3000:]
     return wd
 
@@ -77,7 +77,7 @@ def test_resume_mid_cycle_gives_same_picks(simulated, tmp_path):
         if s > 25:
             shutil.rmtree(ck / str(s))
     (wd / "summary.json").unlink()
-    p = run(wd, "--config.al.cycles=2", "--config.checkpoint.every_steps=5")
+    p = run(wd, "--config.al.cycles=2", "--config.checkpoint.every_steps=5", "--config.checkpoint.keep=20")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "resuming from step 25" in p.stdout
     a = json.loads((simulated / "summary.json").read_text())
