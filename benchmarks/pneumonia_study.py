@@ -27,7 +27,7 @@ def run(workdir: Path, overrides: list[str]) -> dict:
            f"--config.data.path={DATA}", *overrides]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     t0 = time.time()
-    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     if p.returncode != 0:
         raise SystemExit(f"run failed ({workdir}): {p.stderr.strip().splitlines()[-1]}")
     s = json.loads((workdir / "summary.json").read_text())
@@ -92,7 +92,7 @@ def main() -> None:
             rows = [{"method": r["arm"], "labeled": n, "test/macro_f1": f} for r in results for n, f in r["curve"]]
             plot_learning_curve(out / "al_learning_curve.png", rows)
             print(f"\nlearning curve: {out / 'al_learning_curve.png'}")
-        except Exception as e:  # plotting is a convenience here
+        except (ImportError, OSError, ValueError) as e:  # plotting is a convenience here
             print(f"(no plot: {e})", file=sys.stderr)
 
 

@@ -24,21 +24,21 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from boostmis_jax import parallel  # noqa: E402
-from boostmis_jax.augment import make_views  # noqa: E402
-from boostmis_jax.defaults import get_config  # noqa: E402
-from boostmis_jax.models import build_model  # noqa: E402
-from boostmis_jax.state import init_state, make_optimizer  # noqa: E402
-from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess, make_train_step  # noqa: E402
+from boostmis_jax import parallel
+from boostmis_jax.augment import make_views
+from boostmis_jax.defaults import get_config
+from boostmis_jax.models import build_model
+from boostmis_jax.state import init_state, make_optimizer
+from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess, make_train_step
 
 NUM_CLASSES = 10
 
@@ -141,7 +141,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     sample = jnp.zeros((1, a.image_size, a.image_size, a.channels), jnp.float32)
 
     def fresh_state() -> dict:
-        init = lambda: init_state(model, tx, sample, num_train, NUM_CLASSES, cfg)  # noqa: E731
+        init = lambda: init_state(model, tx, sample, num_train, NUM_CLASSES, cfg)
         return jax.jit(init, out_shardings=rep)()
 
     ssl_state = fresh_state()

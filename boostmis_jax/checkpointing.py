@@ -46,7 +46,7 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-        except Exception as e:  # orbax raises many types for truncated/foreign files
+        except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
             msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             raise UserError(f"checkpoint {self.dir / str(step)} is corrupt or does not match this config "
                             f"({msg}); delete that folder to fall back to an older step, or use a new "

@@ -71,7 +71,7 @@ def init_state(model, tx, sample_x, num_train: int, num_classes: int, cfg) -> di
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
     thr = get_threshold(cfg.ssl.threshold)
-    copy = lambda t: jax.tree.map(jnp.array, t)  # noqa: E731  distinct buffers (the step donates)
+    copy = lambda t: jax.tree.map(jnp.array, t)
     return {
         "step": jnp.zeros((), jnp.int32),
         "params": params,

@@ -7,7 +7,7 @@ registry's mask, masked consistency, SGD update and EMA.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -104,7 +104,7 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p
         params = optax.apply_updates(state["params"], updates)
         # EMA with the usual warm-up (decay ramps as (1+t)/(10+t)) so short runs do not evaluate the init.
         d = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
-        ema = lambda e, p: d * e + (1.0 - d) * p  # noqa: E731
+        ema = lambda e, p: d * e + (1.0 - d) * p
         new = dict(state)
         new.update(
             step=step + 1, params=params, batch_stats=aux["batch_stats"], opt_state=opt_state,

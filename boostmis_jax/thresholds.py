@@ -25,8 +25,9 @@ Our reading, since the released code never computes C_t (it collapses to a fixed
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax.numpy as jnp
 

@@ -176,7 +176,7 @@ def run(cfg, workdir: str) -> dict:
     snapshot_best = jax.jit(lambda s: {**s, "best": {"params": s["ema_params"],
                                                       "batch_stats": s["ema_batch_stats"]}},
                             out_shardings=rep, donate_argnums=0)
-    ema_vars = lambda s: {"params": s["ema_params"], "batch_stats": s["ema_batch_stats"]}  # noqa: E731
+    ema_vars = lambda s: {"params": s["ema_params"], "batch_stats": s["ema_batch_stats"]}
 
     writer = reporting.MetricsWriter(workdir / "metrics.jsonl", resume_step=step0 if restored else None)
     stop = {"sig": None}
@@ -202,9 +202,9 @@ def run(cfg, workdir: str) -> dict:
                 end = cycle_end_step(cfg, cycle)
                 start = cycle_end_step(cfg, cycle - 1) if cycle > 0 else 0
                 unlabeled = np.setdiff1d(np.arange(n_train), labeled)
-                seed = int(cfg.seed)
 
-                def make_batch(s, labeled=labeled, unlabeled=unlabeled, start=start, cycle=cycle):
+                def make_batch(s, labeled=labeled, unlabeled=unlabeled, start=start, cycle=cycle,
+                               seed=int(cfg.seed)):
                     il = rows_for_step(labeled, B, s - start, seed=seed, cycle=cycle, stream=0)
                     b = {"xl": ds.train_x[il], "yl": labels_eff[il]}
                     if use_u:

@@ -20,7 +20,7 @@ def run(workdir, *extra, devices=1):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
     cmd = [sys.executable, "-m", "boostmis_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
            *TINY, *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
 def rows(wd):

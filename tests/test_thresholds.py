@@ -52,6 +52,7 @@ def test_boostmis_memory_counts_confident_samples_over_the_pool():
     state = thr.init(8, 2, CFG)
     assert float(state["tau"]) == pytest.approx(0.9)
     mask, tau, state = run("boostmis", state, [0.95, 0.95, 0.5, 0.99], [0, 1, 2, 3])
+    assert float(tau) == pytest.approx(0.9)
     assert mask.tolist() == [True, True, False, True]
     assert float(state["count"]) == 3
     assert state["memory"].tolist()[:4] == [0, 0, -1, 0]

@@ -5,7 +5,7 @@ return it; `train` switches BatchNorm between batch statistics and running avera
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 
@@ -29,4 +29,4 @@ def build_model(cfg_model, num_classes: int) -> nn.Module:
     return MODELS[name](cfg_model, num_classes)
 
 
-from boostmis_jax.models import cnn, mlp, resnet, wrn  # noqa: E402,F401  (registration side effects)
+from boostmis_jax.models import cnn, mlp, resnet, wrn  # noqa: F401  (registration side effects)

@@ -15,7 +15,7 @@ class SmallCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,  # noqa: E731
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                     dtype=self.dtype)
         x = x.astype(self.dtype)
         for i, w in enumerate(self.widths):

@@ -15,7 +15,7 @@ class _Basic(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,  # noqa: E731
+        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                          dtype=self.dtype, **kw)
         y = nn.Conv(self.out, (3, 3), (self.stride,) * 2, use_bias=False, dtype=self.dtype)(x)
         y = nn.relu(norm()(y))
@@ -35,7 +35,7 @@ class _Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,  # noqa: E731
+        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                          dtype=self.dtype, **kw)
         y = nn.relu(norm()(nn.Conv(self.out, (1, 1), use_bias=False, dtype=self.dtype)(x)))
         y = nn.Conv(self.out, (3, 3), (self.stride,) * 2, use_bias=False, dtype=self.dtype)(y)

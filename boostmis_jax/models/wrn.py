@@ -16,9 +16,9 @@ class _Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,  # noqa: E731
+        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                     dtype=self.dtype)
-        act = lambda v: nn.leaky_relu(v, 0.1)  # noqa: E731
+        act = lambda v: nn.leaky_relu(v, 0.1)
         equal = x.shape[-1] == self.out and self.stride == 1
         o = act(norm()(x))
         if equal or self.activate_before_residual:
