@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from itertools import pairwise
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from boostmis_jax.errors import UserError
 
@@ -23,10 +25,12 @@ def init_distributed(cfg_parallel) -> None:
     """Multi-host through `jax.distributed` only. Config keys win; otherwise the cluster's env vars.
 
     With no coordinator configured and none in the environment (JAX_COORDINATOR_ADDRESS, SLURM, ...),
-    this is a single-process run and nothing happens.
+    this is a single-process run and nothing happens. Must run before anything touches a device:
+    `jax.distributed.initialize` refuses to start once a backend exists, so nothing here may ask
+    `jax.default_backend()` or `jax.devices()`.
     """
     addr = cfg_parallel.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
-    nproc = int(cfg_parallel.get("num_processes", 0) or os.environ.get("JAX_NUM_PROCESSES", 0) or 0)
+    nproc = int(cfg_parallel.get("num_processes", 0) or os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
     pid = int(cfg_parallel.get("process_id", -1))
     if pid < 0 and os.environ.get("JAX_PROCESS_ID"):
         pid = int(os.environ["JAX_PROCESS_ID"])
@@ -34,6 +38,12 @@ def init_distributed(cfg_parallel) -> None:
         return
     if jax.distributed.is_initialized():
         return
+    if addr and nproc > 1 and pid < 0:
+        raise UserError(f"parallel.coordinator_address={addr!r} with parallel.num_processes={nproc} but no "
+                        "parallel.process_id; pass --config.parallel.process_id=0..N-1 (or set JAX_PROCESS_ID)")
+    if nproc and pid >= nproc:
+        raise UserError(f"parallel.process_id={pid} is not below parallel.num_processes={nproc}; number the "
+                        f"processes 0..{nproc - 1}")
     kwargs = {}
     if addr:
         kwargs["coordinator_address"] = addr
@@ -41,25 +51,47 @@ def init_distributed(cfg_parallel) -> None:
         kwargs["num_processes"] = nproc
     if pid >= 0:
         kwargs["process_id"] = pid
-    if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _use_cpu_collectives()
     jax.distributed.initialize(**kwargs)
 
 
-def make_mesh() -> Mesh:
-    """1-D `data` mesh over every device of every process."""
-    return Mesh(np.array(jax.devices()), ("data",))
+def _use_cpu_collectives() -> None:
+    """CPU processes need a cross-process collectives backend (gloo over TCP) for their all-reduces.
+
+    jax >= 0.5 already defaults `jax_cpu_collectives_implementation` to gloo; older or customised
+    installs may leave it unset, in which case a multi-process CPU run fails at its first psum. The
+    flag only affects the CPU client, so setting it is harmless on GPU. An explicit choice (e.g. mpi via
+    JAX_CPU_COLLECTIVES_IMPLEMENTATION) is kept.
+    """
+    name = "jax_cpu_collectives_implementation"
+    try:
+        if not getattr(jax.config, name):
+            jax.config.update(name, "gloo")
+    except AttributeError:  # a jax without the flag: nothing to configure
+        pass
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """1-D `data` mesh over `devices` (default: every device of every process, in `jax.devices()` order,
+    which groups each process's devices together)."""
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise UserError("parallel: no devices to build a mesh over; check JAX_PLATFORMS / the accelerator setup")
+    return Mesh(np.array(devs), ("data",))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """State, metrics and eval outputs: one full copy per device, readable on every process."""
     return NamedSharding(mesh, P())
 
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Batches: axis 0 split in contiguous blocks over the `data` axis."""
     return NamedSharding(mesh, P("data"))
 
 
 def check_divisible(name: str, size: int, mesh: Mesh) -> None:
+    """A global batch must split evenly over the devices (equal shards, one compiled shape)."""
     n = mesh.devices.size
     if size % n:
         raise UserError(f"{name}={size} is not a multiple of the {n} devices; set it to a multiple of {n} "
@@ -78,12 +110,25 @@ def pad_rows(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x, pad]), mask
 
 
-def process_slice(global_rows: int) -> slice:
-    """This process's contiguous share of a global batch (its devices' rows, in mesh order)."""
-    n = jax.process_count()
-    per = global_rows // n
-    i = jax.process_index()
-    return slice(i * per, (i + 1) * per)
+def process_slice(global_rows: int, mesh: Mesh | None = None) -> slice:
+    """This process's contiguous share of a global batch: the rows its devices hold under `data_sharded`.
+
+    Derived from the sharding itself (not from process_index * rows / process_count), so it stays right
+    whatever order the mesh lists devices in; a process whose devices are not adjacent in the mesh has no
+    contiguous share, which we report instead of silently mis-placing rows.
+    """
+    if mesh is None:
+        n = jax.process_count()
+        per = global_rows // n
+        i = jax.process_index()
+        return slice(i * per, (i + 1) * per)
+    idx = data_sharded(mesh).addressable_devices_indices_map((global_rows,))
+    spans = sorted({(sl[0].start or 0, global_rows if sl[0].stop is None else sl[0].stop) for sl in idx.values()})
+    for (_, stop), (start, _) in pairwise(spans):
+        if start != stop:
+            raise UserError(f"parallel: this process's devices hold non-adjacent rows {spans} of the batch; "
+                            "build the mesh with parallel.make_mesh() so each process's devices are adjacent")
+    return slice(spans[0][0], spans[-1][1]) if spans else slice(0, 0)
 
 
 def put_global(tree, mesh: Mesh):
@@ -100,13 +145,15 @@ def put_global(tree, mesh: Mesh):
         x = np.asarray(x)
         if x.ndim == 0:
             return jax.device_put(x, rep)
-        local = x[process_slice(x.shape[0])]
+        check_divisible("batch rows", x.shape[0], mesh)
+        local = x[process_slice(x.shape[0], mesh)]
         return jax.make_array_from_process_local_data(sh, local, x.shape)
 
     return jax.tree.map(put, tree)
 
 
 def replicate(tree, mesh: Mesh):
+    """Replicate a pytree that is identical on every process (e.g. freshly built state)."""
     return jax.device_put(tree, replicated(mesh))
 
 
@@ -128,5 +175,22 @@ def prefetch(make_batch: Callable[[int], dict], steps: range, mesh: Mesh, depth:
             break
 
 
+def to_host(tree):
+    """Device arrays -> numpy, including arrays sharded over devices of *other* processes.
+
+    `np.asarray` cannot read rows that live on another host; those arrays are all-gathered first
+    (`process_allgather`, a collective: every process must call this in the same order, as the loop does).
+    Replicated and single-process arrays are read directly; anything else passes through `np.asarray`.
+    """
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+            from jax.experimental import multihost_utils
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(get, tree)
+
+
 def is_main_process() -> bool:
+    """Process 0 alone writes files (metrics, summary, split) in a shared workdir."""
     return jax.process_index() == 0
