@@ -156,9 +156,7 @@ def run(cfg, workdir: str) -> dict:
         step0, state, meta = restored
         say(f"resuming from step {step0} (cycle {meta['cycle']}, phase {meta['phase']}) in {workdir}")
     else:
-        labeled = ensure_split(workdir, cfg.data, ds, int(cfg.seed)) if main_proc else None
-        if labeled is None:
-            labeled = _wait_for_split(workdir)
+        labeled = _shared_split(workdir, cfg, ds, main_proc)
         meta = {"cycle": 0, "phase": "train", "labeled": [int(i) for i in labeled], "oracle_labels": {},
                 "picks": {}, "history": [], "best_val": None, "wall_time_s": 0.0}
         step0 = 0
@@ -306,17 +304,17 @@ def _log_train(writer, bar, step, m, cycle, n_labeled):
     bar.update(0, **post)
 
 
-def _wait_for_split(workdir: Path, timeout: float = 120.0) -> np.ndarray:
-    """Non-zero processes read the split process 0 wrote (multi-host)."""
-    from boostmis_jax.data.split import load_split_file
-    path = workdir / "split.json"
-    t0 = time.time()
-    while not path.exists():
-        if time.time() - t0 > timeout:
-            raise UserError(f"{path}: not written by process 0; check that all processes share the workdir")
-        time.sleep(0.5)
-    import json
-    return load_split_file(path, json.loads(path.read_text())["num_train"])
+def _shared_split(workdir: Path, cfg, ds, main_proc: bool) -> np.ndarray:
+    """Process 0 makes/loads and saves the split; every other process receives it by broadcast."""
+    labeled = ensure_split(workdir, cfg.data, ds, int(cfg.seed)) if main_proc else None
+    if jax.process_count() == 1:
+        return labeled
+    from jax.experimental import multihost_utils
+    mask = np.zeros((len(ds.train_y),), np.int32)
+    if labeled is not None:
+        mask[labeled] = 1
+    mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
+    return np.flatnonzero(mask)
 
 
 def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> bool:
