@@ -9,16 +9,7 @@ import numpy as np
 from boostmis_jax.acquisition.scorers import check_selectors, is_balanced, needs_of
 from boostmis_jax.acquisition.scoring import score_pool
 from boostmis_jax.errors import UserError
-
-
-def to_host(a: Any) -> np.ndarray:
-    """numpy copy of a (possibly multi-process, not fully addressable) global array; a collective then, so
-    every process must call it, as the AL loop does."""
-    if isinstance(a, jax.Array) and not a.is_fully_addressable and not a.is_fully_replicated:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
-    return np.asarray(a)
+from boostmis_jax.parallel import to_host
 
 
 def _ranked(score: np.ndarray, mask: np.ndarray) -> np.ndarray:
