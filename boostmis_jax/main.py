@@ -43,7 +43,13 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         _die(f"unexpected arguments {argv[1:]}; pass options as --config.KEY=VALUE")
-    if _CONFIG.value is None:
+    try:
+        cfg = _CONFIG.value
+        if cfg is not None:
+            cfg.get("seed")  # config_flags loads lazily: force it so a bad file fails here, in one line
+    except Exception as e:  # noqa: BLE001  a user's config file can raise anything
+        _die(f"--config could not be loaded: {_one_line(e)}; pass an existing configs/*.py with get_config()")
+    if cfg is None:
         _die("--config is required, e.g. --config configs/demo.py")
     if not _WORKDIR.value:
         _die("--workdir is required, e.g. --workdir runs/demo")
@@ -51,7 +57,7 @@ def main(argv: list[str]) -> None:
     from boostmis_jax.train import Interrupted, run
 
     try:
-        out = run(_CONFIG.value, _WORKDIR.value)
+        out = run(cfg, _WORKDIR.value)
     except UserError as e:
         _die(str(e))
     except Interrupted as e:

@@ -112,7 +112,7 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p
             ema_batch_stats=jax.tree.map(ema, state["ema_batch_stats"], aux["batch_stats"]),
         )
         metrics = {"loss": loss, "sup_loss": aux["sup"], "lr": schedule(step),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": optax.tree.norm(grads)}
         if use_u:
             new["ssl"] = aux["ssl"]
             metrics.update(unsup_loss=aux["unsup"], mask_rate=aux["mask_rate"], threshold=aux["tau"],

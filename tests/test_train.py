@@ -172,3 +172,36 @@ def test_corrupt_checkpoint_is_an_error_not_a_restart(straight, tmp_path):
     line = _error_line(p)
     assert "checkpoint" in line and str(latest) in line
     assert (wd / "summary.json").read_bytes() == summary_before
+
+
+def _mescc(folder, *, nan=False, short_targets=False):
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split, n in (("train", 60), ("val", 10), ("test", 10)):
+        f = rng.normal(size=(n, 16)).astype(np.float32)
+        t = rng.integers(0, 2, n)
+        if split == "train" and nan:
+            f[3, 2] = np.nan
+        if split == "train" and short_targets:
+            t = t[:-5]
+        np.save(folder / f"{split}-features.npy", f)
+        np.save(folder / f"{split}-targets.npy", t)
+    return folder
+
+
+def test_nan_features_is_one_line(tmp_path):
+    d = _mescc(tmp_path / "nan", nan=True)
+    p = run(cli(tmp_path / "w", f"--config.data.path={d}", config="configs/mescc.py"))
+    line = _error_line(p)
+    assert "NaN" in line and "train-features.npy" in line
+
+
+def test_wrong_label_count_is_one_line(tmp_path):
+    d = _mescc(tmp_path / "short", short_targets=True)
+    p = run(cli(tmp_path / "w", f"--config.data.path={d}", config="configs/mescc.py"))
+    assert "train-targets.npy" in _error_line(p)
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    p = run([sys.executable, "-m", "boostmis_jax.main", "--config=configs/nope.py", f"--workdir={tmp_path}"])
+    assert "nope.py" in _error_line(p)
