@@ -253,6 +253,10 @@ def profile_case(a: argparse.Namespace, cfg, mesh, ssl_batch: dict, bare_s: floa
     H, W, C = xu.shape[1:]
     ident = jnp.eye(3, dtype=jnp.float32)
     rot = jnp.asarray([[0.96, 0.26, 0.3], [-0.26, 0.96, -0.2], [0.0, 0.0, 1.0]], jnp.float32)
+
+    def chw(fn, x):  # the op functions work channel-first; the public ones transpose at entry/exit
+        return aug._hwc(fn(aug._chw(x)))
+
     pieces: dict[str, Callable] = {
         "weak_image": lambda k, x: aug.weak_image(k, x, flip=bool(cfg.aug.flip),
                                                   pad_frac=float(cfg.aug.pad_frac)),
@@ -262,12 +266,12 @@ def profile_case(a: argparse.Namespace, cfg, mesh, ssl_batch: dict, bare_s: floa
                                                       pad_frac=float(cfg.aug.pad_frac)),
         "rand_augment": lambda k, x: aug.rand_augment(k, x, num_ops=int(cfg.aug.num_ops),
                                                       magnitude=float(cfg.aug.magnitude)),
-        "autocontrast": lambda k, x: aug.autocontrast(x),
-        "equalize": lambda k, x: aug.equalize(x),
-        "solarize+posterize": lambda k, x: aug.posterize(aug.solarize(x, 0.7), 5),
-        "enhance": lambda k, x: aug.enhance(x, 1.2, 0.9, 1.1, 0.8),
-        "warp(identity m)": lambda k, x: aug.warp(x, ident),
-        "warp(rotate m)": lambda k, x: aug.warp(x, rot),
+        "autocontrast": lambda k, x: chw(aug.autocontrast, x),
+        "equalize": lambda k, x: chw(aug.equalize, x),
+        "solarize+posterize": lambda k, x: chw(lambda c: aug.posterize(aug.solarize(c, 0.7), 5), x),
+        "enhance": lambda k, x: chw(lambda c: aug.enhance(c, 1.2, 0.9, 1.1, 0.8), x),
+        "warp(identity m)": lambda k, x: chw(lambda c: aug.warp(c, ident), x),
+        "warp(rotate m)": lambda k, x: chw(lambda c: aug.warp(c, rot), x),
         "cutout": lambda k, x: aug.cutout(k, x, float(cfg.aug.cutout)),
     }
     for name, fn in pieces.items():
