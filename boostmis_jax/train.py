@@ -246,10 +246,12 @@ def run(cfg, workdir: str) -> dict:
                 test = evaluate_split(predict_probs, best_vars, ds.test_x, ds.test_y, C, eval_bs, mesh)
                 val = evaluate_split(predict_probs, best_vars, ds.val_x, ds.val_y, C, eval_bs, mesh)
                 row = {"cycle": cycle, "labeled": len(labeled), "step": step, "n_active": len(meta["oracle_labels"]),
-                       "test": test, "val": val, "compiles": dict(compiles)}
+                       "test": test, "val": val,
+                       "compiles": {**compiles, "scorer": int(meta.get("scorer_compiles", 0))}}
                 meta["history"].append(row)
                 writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": cycle,
-                                    "labeled": len(labeled), "compiles/train_step": compiles["train_step"]})
+                                    "labeled": len(labeled), "compiles/train_step": compiles["train_step"],
+                                    "compiles/scorer": int(meta.get("scorer_compiles", 0))})
                 say(f"cycle {cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, "
                     f"accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(labeled)} labels)")
                 if main_proc and int(cfg.al.cycles) > 0:
@@ -272,7 +274,7 @@ def run(cfg, workdir: str) -> dict:
         summary = {"test": last["test"], "val": last["val"], "labeled": last["labeled"],
                    "n_active": len(meta["oracle_labels"]), "steps": step, "cycles": meta["history"],
                    "devices": n_dev, "processes": jax.process_count(), "backend": jax.default_backend(),
-                   "compiles": dict(compiles), "config": cfg.to_dict(), "versions": versions(),
+                   "compiles": {**compiles, "scorer": int(meta.get("scorer_compiles", 0))}, "config": cfg.to_dict(), "versions": versions(),
                    "wall_time_s": wall0 + time.time() - t_start}
         if main_proc:
             reporting.write_json_atomic(workdir / "summary.json", reporting.to_jsonable(summary))
@@ -334,10 +336,12 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
     variables = state["best"] if meta["best_val"] is not None else {
         "params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
     t0 = time.time()
+    traces = _POOL_TRACES[0]
     picks = acquisition.acquire(
         _pool_apply(model, ds), variables, xs, parallel.put_global(valid & ~lab_pad, mesh),
         parallel.put_global(lab_pad, mesh), jax.random.fold_in(jax.random.key(int(cfg.seed)), 10_000 + cycle),
         selectors=selector_names(cfg), budget=int(cfg.al.budget), num_classes=ds.num_classes, cfg=cfg.al)
+    meta["scorer_compiles"] = int(meta.get("scorer_compiles", 0)) + int(_POOL_TRACES[0] > traces)
     say(f"cycle {cycle}: scored {n_train} pool samples in {time.time() - t0:.1f}s, {len(picks)} picks "
         f"({', '.join(sorted({p['selector'] for p in picks}))})")
     queries = [Query(index=int(p["index"]), id=ds.train_ids[int(p["index"])], selector=p["selector"],
@@ -362,13 +366,20 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
 
 
 _POOL_APPLY: dict = {}
+_POOL_TRACES = [0]
 
 
 def _pool_apply(model, ds):
     """One stable apply_fn object per model so the jitted scorer is traced once for the whole run."""
     key = (id(model), ds.kind)
     if key not in _POOL_APPLY:
-        _POOL_APPLY[key] = make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True)
+        predict = make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True)
+
+        def apply_fn(variables, x):
+            _POOL_TRACES[0] += 1  # runs only while the scorer is being traced
+            return predict(variables, x)
+
+        _POOL_APPLY[key] = apply_fn
     return _POOL_APPLY[key]
 
 

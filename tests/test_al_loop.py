@@ -41,6 +41,7 @@ def test_cycles_grow_the_labeled_set_without_recompiling(simulated):
     assert labeled == [30, 38, 46]                       # aus + bus, K=4 each, distinct picks
     assert s["n_active"] == 16
     assert s["compiles"]["train_step"] == 1              # growing the labeled set never recompiles
+    assert s["compiles"]["scorer"] == 1                  # nor does scoring a pool with new masks/weights
     cyc = [r for r in rows(simulated) if "test/macro_f1" in r]
     assert [r["cycle"] for r in cyc] == [0, 1, 2] and [r["labeled"] for r in cyc] == labeled
     assert (simulated / "learning_curve.png").stat().st_size > 1000
