@@ -97,8 +97,7 @@ def measure(a: argparse.Namespace, devices) -> dict:
         "iu": rng.choice(num_train, uB, replace=False).astype(np.int32),
         "yu": rng.integers(0, NUM_CLASSES, uB).astype(np.int32)}, mesh)
     step = jax.jit(make_train_step(model, tx, cfg, kind="image", num_classes=NUM_CLASSES,
-                                   mean=(0.5,) * a.channels, std=(0.25,) * a.channels,
-                                   p_target=np.full(NUM_CLASSES, 1.0 / NUM_CLASSES)),
+                                   mean=(0.5,) * a.channels, std=(0.25,) * a.channels),
                    out_shardings=(rep, rep), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()

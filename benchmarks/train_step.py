@@ -152,8 +152,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     ssl_batch = parallel.put_global(ssl_batch, mesh)
     bare_batch = parallel.put_global(bare_batch, mesh)
 
-    ssl_fn = make_train_step(model, tx, cfg, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std,
-                             p_target=np.full(NUM_CLASSES, 1.0 / NUM_CLASSES))
+    ssl_fn = make_train_step(model, tx, cfg, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std)
     bare_fn = make_bare_step(model, tx, cfg, kind="image", mean=mean, std=std)
     ssl_jit = jax.jit(ssl_fn, out_shardings=(rep, rep), donate_argnums=0)
     bare_jit = jax.jit(bare_fn, out_shardings=(rep, rep), donate_argnums=0)
@@ -171,8 +170,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         # The same SSL step with every augmentation switched off: isolates threshold/EMA/loss cost from views.
         cfg_na = make_cfg(a, model_name, dtype)
         cfg_na.aug.flip, cfg_na.aug.pad_frac, cfg_na.aug.num_ops, cfg_na.aug.cutout = False, 0.0, 0, 0.0
-        na_fn = make_train_step(model, tx, cfg_na, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std,
-                                p_target=np.full(NUM_CLASSES, 1.0 / NUM_CLASSES))
+        na_fn = make_train_step(model, tx, cfg_na, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std)
         na_state = fresh_state()
         na_c = jax.jit(na_fn, out_shardings=(rep, rep), donate_argnums=0).lower(na_state, ssl_batch).compile()
         runners["ssl_noaug"] = (na_c, na_state, ssl_batch)

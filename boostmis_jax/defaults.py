@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin ...
     c.al.oracle = "simulated"             # simulated | files
     c.al.vat_xi = 1e-6
-    c.al.vat_eps = 2.0                    # images (normalized input); 1.0 suits features
+    c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: 2.0 for images ([0,1] input), 1.0 for features
     c.al.vat_ip = 1
     c.al.knn_k = 10
     c.al.chunk = 512

@@ -82,6 +82,8 @@ def init_state(model, tx, sample_x, num_train: int, num_classes: int, cfg) -> di
         "ssl": {
             "thr": thr.init(num_train, num_classes, threshold_config(cfg)),
             "p_model": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32),
+            # class marginal of the labeled set (distribution alignment target); the loop sets it per cycle
+            "p_target": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32),
         },
         "n_active": jnp.zeros((), jnp.int32),
         "best": {"params": copy(params), "batch_stats": copy(batch_stats)},

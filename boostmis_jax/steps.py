@@ -40,7 +40,7 @@ def example_keys(seed: int, step, stream: int, n: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n, dtype=jnp.uint32))
 
 
-def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p_target) -> Callable:
+def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std) -> Callable:
     thr = get_threshold(cfg.ssl.threshold)
     tcfg = threshold_config(cfg)
     views = make_views(kind, cfg.aug)
@@ -54,7 +54,6 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p
     dist_align = bool(cfg.ssl.dist_align)
     da_m = float(cfg.ssl.da_momentum)
     use_u = thr.uses_unlabeled and lambda_u > 0
-    p_target = jnp.asarray(p_target, jnp.float32)
     schedule = make_schedule(cfg)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
@@ -85,7 +84,7 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p
             p_model = state["ssl"]["p_model"]
             if dist_align:
                 p_model = da_m * p_model + (1 - da_m) * jnp.mean(probs, axis=0)
-                probs = losses.align_distribution(probs, p_model, p_target)
+                probs = losses.align_distribution(probs, p_model, state["ssl"]["p_target"])
             valid = jnp.ones((bu,), bool)
             mask, tau, thr_state = thr.update(state["ssl"]["thr"], probs, iu, valid, state["n_active"], tcfg)
             targets = losses.pseudo_targets(probs, lw, hard=hard, temperature=temperature)
@@ -95,7 +94,7 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std, p
             yu = batch["yu"]
             known = (yu >= 0) & mask
             aux.update(unsup=unsup, mask_rate=jnp.mean(maskf), tau=tau,
-                       ssl={"thr": thr_state, "p_model": p_model},
+                       ssl={**state["ssl"], "thr": thr_state, "p_model": p_model},
                        pseudo_acc=jnp.sum((pred == yu) & known) / jnp.maximum(jnp.sum(known), 1))
             return sup + lambda_u * unsup, aux
 

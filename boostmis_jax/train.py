@@ -63,6 +63,7 @@ def validate_config(cfg) -> None:
     need(int(cfg.checkpoint.every_steps) > 0, "checkpoint.every_steps", "must be > 0")
     need(int(cfg.train.log_every) > 0, "train.log_every", "must be > 0")
     need(int(cfg.train.eval_every) > 0, "train.eval_every", "must be > 0")
+    need(int(cfg.train.eval_batch_size) > 0, "train.eval_batch_size", "must be > 0")
     get_threshold(cfg.ssl.threshold)
     if int(cfg.al.cycles) > 0:
         from boostmis_jax.acquisition import SCORERS
@@ -72,6 +73,8 @@ def validate_config(cfg) -> None:
         need(sel and not bad, "al.selectors", f"unknown selector(s) {bad}; use '+'-joined names from "
              f"{sorted(SCORERS)}")
         need(cfg.al.oracle in ORACLES, "al.oracle", f"choose one of {sorted(ORACLES)}")
+        from boostmis_jax.acquisition import read_config
+        read_config(cfg.al)  # chunk, knn_k, vat_* checked now, not after a whole training stage
 
 
 def _get(cfg, dotted):
@@ -116,12 +119,12 @@ def run(cfg, workdir: str) -> dict:
     main_proc = parallel.is_main_process()
     say = print if main_proc else (lambda *a, **k: None)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
 
     # ---------------------------------------------------------------- data
     ds = load_dataset(cfg.data)
     C = ds.num_classes
     n_train = len(ds.train_y)
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
     mesh = parallel.make_mesh()
     n_dev = mesh.devices.size
     B = int(cfg.train.batch_size)
@@ -163,10 +166,9 @@ def run(cfg, workdir: str) -> dict:
     labels_eff = ds.train_y.astype(np.int32).copy()
     for k, v in meta["oracle_labels"].items():
         labels_eff[int(k)] = int(v)
-    p_target = np.bincount(labels_eff[np.asarray(meta["labeled"])], minlength=C) / len(meta["labeled"])
 
     train_step = jax.jit(counted("train_step", make_train_step(
-        model, tx, cfg, kind=ds.kind, num_classes=C, mean=ds.mean, std=ds.std, p_target=p_target)),
+        model, tx, cfg, kind=ds.kind, num_classes=C, mean=ds.mean, std=ds.std)),
         out_shardings=(rep, rep), donate_argnums=0)
     predict = make_predict(model, ds.kind, ds.mean, ds.std)
     predict_probs = jax.jit(counted("predict", lambda v, x: jax.nn.softmax(predict(v, x)[0], -1)),
@@ -194,7 +196,7 @@ def run(cfg, workdir: str) -> dict:
         while meta["phase"] != "done":
             cycle = int(meta["cycle"])
             labeled = np.asarray(meta["labeled"], np.int64)
-            state = _set_n_active(state, len(meta["oracle_labels"]), rep)
+            state = set_cycle_inputs(state, labeled, labels_eff, len(meta["oracle_labels"]), C, rep)
             # -------------------------------------------------------- train one cycle
             if meta["phase"] == "train":
                 end = cycle_end_step(cfg, cycle)
@@ -234,12 +236,16 @@ def run(cfg, workdir: str) -> dict:
                         writer.write(step, {**scalars("eval", val), "cycle": cycle, "labeled": len(labeled)})
                         bar.update(0, val_f1=f"{val['macro_f1']:.3f}")
                     if step % int(cfg.checkpoint.every_steps) == 0 and step != end:
+                        if pending is not None:  # a logged row must never be older than the checkpoint
+                            _log_train(writer, bar, *pending)
+                            pending = None
                         save(step, state)
-                    if stop["sig"] is not None:
+                    if step != end and _should_stop(stop, step, int(cfg.train.log_every)):
                         if pending is not None:
                             _log_train(writer, bar, *pending)
                         save(step, state)
-                        raise Interrupted(stop["sig"], step)
+                        ckpt.wait()
+                        raise Interrupted(stop["sig"] or signal.SIGTERM, step)
                 bar.close()
                 # ---------------------------------------------------- end of cycle: test with best-by-val
                 best_vars = state["best"] if meta["best_val"] is not None else ema_vars(state)
@@ -247,11 +253,11 @@ def run(cfg, workdir: str) -> dict:
                 val = evaluate_split(predict_probs, best_vars, ds.val_x, ds.val_y, C, eval_bs, mesh)
                 row = {"cycle": cycle, "labeled": len(labeled), "step": step, "n_active": len(meta["oracle_labels"]),
                        "test": test, "val": val,
-                       "compiles": {**compiles, "scorer": int(meta.get("scorer_compiles", 0))}}
+                       "compiles": {**compiles, "scorer": _POOL_TRACES[1]}}
                 meta["history"].append(row)
                 writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": cycle,
                                     "labeled": len(labeled), "compiles/train_step": compiles["train_step"],
-                                    "compiles/scorer": int(meta.get("scorer_compiles", 0))})
+                                    "compiles/scorer": _POOL_TRACES[1]})
                 say(f"cycle {cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, "
                     f"accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(labeled)} labels)")
                 if main_proc and int(cfg.al.cycles) > 0:
@@ -259,6 +265,9 @@ def run(cfg, workdir: str) -> dict:
                         {"labeled": h["labeled"], "test/macro_f1": h["test"]["macro_f1"]} for h in meta["history"]])
                 meta["phase"] = "acquire" if cycle < int(cfg.al.cycles) else "done"
                 save(step, state)
+                if meta["phase"] != "done" and _should_stop(stop, step, 1):
+                    ckpt.wait()
+                    raise Interrupted(stop["sig"] or signal.SIGTERM, step)
             # -------------------------------------------------------- acquire + oracle
             if meta["phase"] == "acquire":
                 answered = _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir)
@@ -274,7 +283,7 @@ def run(cfg, workdir: str) -> dict:
         summary = {"test": last["test"], "val": last["val"], "labeled": last["labeled"],
                    "n_active": len(meta["oracle_labels"]), "steps": step, "cycles": meta["history"],
                    "devices": n_dev, "processes": jax.process_count(), "backend": jax.default_backend(),
-                   "compiles": {**compiles, "scorer": int(meta.get("scorer_compiles", 0))}, "config": cfg.to_dict(), "versions": versions(),
+                   "compiles": {**compiles, "scorer": _POOL_TRACES[1]}, "config": cfg.to_dict(), "versions": versions(),
                    "wall_time_s": wall0 + time.time() - t_start}
         if main_proc:
             reporting.write_json_atomic(workdir / "summary.json", reporting.to_jsonable(summary))
@@ -290,8 +299,36 @@ def run(cfg, workdir: str) -> dict:
 # ======================================================================================================
 # Helpers of the loop
 # ======================================================================================================
-def _set_n_active(state, n_active: int, rep):
-    return {**state, "n_active": jax.device_put(jnp.asarray(n_active, jnp.int32), rep)}
+@jax.jit
+def _apply_cycle_inputs(state, is_labeled, n_active, p_target):
+    ssl = {**state["ssl"], "p_target": p_target}
+    thr = ssl["thr"]
+    if "memory" in thr:  # labeled rows leave the pool: C_t counts unlabeled samples only
+        ssl["thr"] = {**thr, "memory": jnp.where(is_labeled, -1, thr["memory"])}
+    return {**state, "n_active": n_active, "ssl": ssl}
+
+
+def set_cycle_inputs(state, labeled: np.ndarray, labels_eff: np.ndarray, n_active: int, num_classes: int, rep):
+    """What a cycle's labeled set feeds the step: N_A, the labeled class marginal (distribution alignment),
+    and the threshold memory with labeled rows removed. All state, so checkpoints and resumes carry it;
+    fixed shapes, so nothing recompiles."""
+    is_labeled = np.zeros(labels_eff.shape, bool)
+    is_labeled[labeled] = True
+    p_target = np.bincount(labels_eff[labeled], minlength=num_classes).astype(np.float32) / len(labeled)
+    args = jax.device_put((is_labeled, np.int32(n_active), p_target), rep)
+    return _apply_cycle_inputs(state, *args)
+
+
+def _should_stop(stop: dict, step: int, every: int) -> bool:
+    """A signal is acted on by all processes at the same step: one process alone saving (orbax needs all
+    of them) while the others enter the next step's collectives would deadlock a multi-host run."""
+    if jax.process_count() == 1:
+        return stop["sig"] is not None
+    if step % every:
+        return False
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.int32(stop["sig"] is not None))
+    return bool(np.max(flags))
 
 
 def _log_train(writer, bar, step, m, cycle, n_labeled):
@@ -328,11 +365,10 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
     labeled = np.zeros((n_train,), bool)
     labeled[np.asarray(meta["labeled"])] = True
     chunk = int(cfg.al.chunk)
-    pre = make_preprocess(ds.kind, ds.mean, ds.std)
     x_pool, valid = parallel.pad_rows(ds.train_x, chunk * mesh.devices.size)
     lab_pad = np.zeros(valid.shape, bool)
     lab_pad[:n_train] = labeled
-    xs = jax.jit(pre)(parallel.put_global(x_pool, mesh))
+    xs = _pool_preprocess(ds)(parallel.put_global(x_pool, mesh))
     variables = state["best"] if meta["best_val"] is not None else {
         "params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
     t0 = time.time()
@@ -341,7 +377,7 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
         _pool_apply(model, ds), variables, xs, parallel.put_global(valid & ~lab_pad, mesh),
         parallel.put_global(lab_pad, mesh), jax.random.fold_in(jax.random.key(int(cfg.seed)), 10_000 + cycle),
         selectors=selector_names(cfg), budget=int(cfg.al.budget), num_classes=ds.num_classes, cfg=cfg.al)
-    meta["scorer_compiles"] = int(meta.get("scorer_compiles", 0)) + int(_POOL_TRACES[0] > traces)
+    _POOL_TRACES[1] += int(_POOL_TRACES[0] > traces)
     say(f"cycle {cycle}: scored {n_train} pool samples in {time.time() - t0:.1f}s, {len(picks)} picks "
         f"({', '.join(sorted({p['selector'] for p in picks}))})")
     queries = [Query(index=int(p["index"]), id=ds.train_ids[int(p["index"])], selector=p["selector"],
@@ -366,7 +402,14 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
 
 
 _POOL_APPLY: dict = {}
-_POOL_TRACES = [0]
+_POOL_PRE: dict = {}
+
+
+def _pool_preprocess(ds):
+    if ds.kind not in _POOL_PRE:
+        _POOL_PRE[ds.kind] = jax.jit(make_preprocess(ds.kind, ds.mean, ds.std))
+    return _POOL_PRE[ds.kind]
+_POOL_TRACES = [0, 0]  # apply_fn traces, scorer compiles (this process)
 
 
 def _pool_apply(model, ds):

@@ -13,6 +13,5 @@ def get_config():
     c.train.steps = 2000
     c.train.batch_size = 64
     c.ssl.uratio = 7
-    c.al.vat_eps = 1.0
     c.al.budget = 20
     return c

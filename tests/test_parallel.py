@@ -61,8 +61,7 @@ def run_steps(devices, n_steps=N_STEPS):
     mesh = parallel.make_mesh(devices)
     rep = parallel.replicated(mesh)
     state = jax.jit(lambda: init_state(model, tx, jnp.zeros((1, 8, 8, 1)), len(x), C, cfg), out_shardings=rep)()
-    step = jax.jit(make_train_step(model, tx, cfg, kind="image", num_classes=C, mean=(0.5,), std=(0.25,),
-                                   p_target=np.full(C, 1.0 / C)), out_shardings=(rep, rep))
+    step = jax.jit(make_train_step(model, tx, cfg, kind="image", num_classes=C, mean=(0.5,), std=(0.25,)), out_shardings=(rep, rep))
 
     def make_batch(s):
         il = rows_for_step(labeled, B, s, seed=0, cycle=0, stream=0)

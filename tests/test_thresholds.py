@@ -92,3 +92,18 @@ def test_invalid_rows_never_enter_memory():
                             jnp.asarray([True, False]), jnp.asarray(0), CFG)
     assert mask.tolist() == [True, False]
     assert s["memory"].tolist() == [0, -1, -1, -1]
+
+
+def test_cycle_inputs_remove_labeled_rows_from_memory_and_set_targets():
+    import jax
+
+    from boostmis_jax.train import set_cycle_inputs
+    thr = get_threshold("boostmis")
+    state = {"ssl": {"thr": {**thr.init(6, 2, CFG), "memory": jnp.asarray([0, 1, 1, -1, 0, 1], jnp.int32)},
+                     "p_model": jnp.full((2,), 0.5), "p_target": jnp.full((2,), 0.5)},
+             "n_active": jnp.zeros((), jnp.int32)}
+    labels = np.asarray([0, 1, 1, 1, 0, 1])
+    out = set_cycle_inputs(state, np.asarray([1, 2, 4, 5]), labels, 3, 2, jax.devices()[0])
+    assert out["ssl"]["thr"]["memory"].tolist() == [0, -1, -1, -1, -1, -1]
+    assert out["ssl"]["p_target"].tolist() == pytest.approx([0.25, 0.75])
+    assert int(out["n_active"]) == 3
