@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 DATA = ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
 
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--steps-per-cycle", type=int, default=None)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--budget", type=int, default=16, help="al.budget K per selector; random gets 2K")
+    ap.add_argument("--arms", default="", help="comma-separated substrings: run only the matching arms")
     ap.add_argument("--extra", nargs="*", default=[], help="more --config.KEY=VALUE overrides for every run")
     args = ap.parse_args()
     out = Path(args.out)
@@ -61,6 +63,9 @@ def main() -> None:
         # aus+bus picks K each (union backfilled to 2K distinct samples): random gets 2K, equal labels.
         arms = {"BoostMIS AL (aus+bus)": ["--config.al.selectors=aus+bus", f"--config.al.budget={args.budget}"],
                 "random picks": ["--config.al.selectors=random", f"--config.al.budget={2 * args.budget}"]}
+    if args.arms:
+        wanted = [a.strip().lower() for a in args.arms.split(",")]
+        arms = {k: v for k, v in arms.items() if any(w in k.lower() for w in wanted)}
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, extra in arms.items():
@@ -70,18 +75,22 @@ def main() -> None:
             row = {"study": args.study, "arm": name, "seed": seed, "workdir": str(wd), "labeled": s["labeled"],
                    "steps": s["steps"], "test_macro_f1": s["test"]["macro_f1"],
                    "test_accuracy": s["test"]["accuracy"], "test_auc": s["test"]["auc"],
-                   "test_balanced_accuracy": s["test"]["balanced_accuracy"], "wall_time_s": s["wall_time_s"],
+                   "test_balanced_accuracy": s["test"]["balanced_accuracy"], "val_macro_f1": s["val"]["macro_f1"],
+                   "test_recall_per_class": s["test"]["per_class_recall"], "wall_time_s": s["wall_time_s"],
                    "curve": [(c["labeled"], c["test"]["macro_f1"]) for c in s["cycles"]]}
             results.append(row)
             print(json.dumps(row), flush=True)
     print()
     if args.study == "ssl":
-        print("| method | labels | steps | test macro-F1 | test accuracy | test AUC | seed |")
-        print("|---|---|---|---|---|---|---|")
+        print("| method | seed | labels | steps | test macro-F1 | test accuracy | test AUC | test recall (normal, pneumonia) "
+              "| val macro-F1 |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['arm']} | {r['labeled']} | {r['steps']} | {r['test_macro_f1']:.4f} | "
-                  f"{r['test_accuracy']:.4f} | {r['test_auc']:.4f} | {r['seed']} |")
+            rec = ", ".join(f"{x:.3f}" for x in r["test_recall_per_class"])
+            print(f"| {r['arm']} | {r['seed']} | {r['labeled']} | {r['steps']} | {r['test_macro_f1']:.4f} | "
+                  f"{r['test_accuracy']:.4f} | {r['test_auc']:.4f} | {rec} | {r['val_macro_f1']:.4f} |")
     else:
+        print("test macro-F1 of the best-by-val EMA weights at the end of each cycle:\n")
         print("| method | seed | " + " | ".join(f"cycle {i}" for i in range(args.cycles + 1)) + " |")
         print("|---|---|" + "---|" * (args.cycles + 1))
         for r in results:
