@@ -3,8 +3,8 @@
   ssl:  BoostMIS thresholding vs supervised only (ssl.threshold=none), same labels, steps and seed.
   al:   BoostMIS active annotation (aus+bus) vs random picks, al.cycles rounds, simulated oracle.
 
-Prints one JSON line per run and a markdown table of what it measured; re-running resumes finished runs
-from their workdirs (they are just re-reported).
+Prints one JSON line per run and a markdown table of what it measured. A workdir with a summary.json is
+re-reported, not re-run (delete it to redo that run); an unfinished one resumes.
 
   python benchmarks/pneumonia_study.py --study ssl --out runs/study
   python benchmarks/pneumonia_study.py --study al --out runs/study --cycles 3
@@ -24,6 +24,8 @@ DATA = ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
 
 
 def run(workdir: Path, overrides: list[str]) -> dict:
+    if (workdir / "summary.json").exists():  # finished: re-report it (delete the workdir to redo it)
+        return json.loads((workdir / "summary.json").read_text())
     cmd = [sys.executable, "-m", "boostmis_jax.main", "--config=configs/pneumonia.py", f"--workdir={workdir}",
            f"--config.data.path={DATA}", *overrides]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
@@ -77,7 +79,8 @@ def main() -> None:
                    "test_accuracy": s["test"]["accuracy"], "test_auc": s["test"]["auc"],
                    "test_balanced_accuracy": s["test"]["balanced_accuracy"], "val_macro_f1": s["val"]["macro_f1"],
                    "test_recall_per_class": s["test"]["per_class_recall"], "wall_time_s": s["wall_time_s"],
-                   "curve": [(c["labeled"], c["test"]["macro_f1"]) for c in s["cycles"]]}
+                   "curve": [(c["labeled"], c["test"]["macro_f1"]) for c in s["cycles"]],
+                   "val_curve": [(c["labeled"], c["val"]["macro_f1"]) for c in s["cycles"]]}
             results.append(row)
             print(json.dumps(row), flush=True)
     print()
@@ -89,12 +92,21 @@ def main() -> None:
             rec = ", ".join(f"{x:.3f}" for x in r["test_recall_per_class"])
             print(f"| {r['arm']} | {r['seed']} | {r['labeled']} | {r['steps']} | {r['test_macro_f1']:.4f} | "
                   f"{r['test_accuracy']:.4f} | {r['test_auc']:.4f} | {rec} | {r['val_macro_f1']:.4f} |")
+        seeds = sorted({r["seed"] for r in results})
+        if len(seeds) > 1:
+            for arm in arms:
+                rs = [r for r in results if r["arm"] == arm]
+                mean = {k: sum(r[k] for r in rs) / len(rs)
+                        for k in ("test_macro_f1", "test_accuracy", "test_auc", "val_macro_f1")}
+                print(f"| **{arm}, mean of {len(rs)} seeds** | {','.join(str(r['seed']) for r in rs)} | "
+                      f"{rs[0]['labeled']} | {rs[0]['steps']} | {mean['test_macro_f1']:.4f} | "
+                      f"{mean['test_accuracy']:.4f} | {mean['test_auc']:.4f} | | {mean['val_macro_f1']:.4f} |")
     else:
-        print("test macro-F1 of the best-by-val EMA weights at the end of each cycle:\n")
+        print("test / val macro-F1 of the best-by-val EMA weights at the end of each cycle:\n")
         print("| method | seed | " + " | ".join(f"cycle {i}" for i in range(args.cycles + 1)) + " |")
         print("|---|---|" + "---|" * (args.cycles + 1))
         for r in results:
-            cells = " | ".join(f"{n} labels: {f:.4f}" for n, f in r["curve"])
+            cells = " | ".join(f"{n} labels: {f:.4f} / {v:.4f}" for (n, f), (_, v) in zip(r["curve"], r["val_curve"]))
             print(f"| {r['arm']} | {r['seed']} | {cells} |")
         try:
             from boostmis_jax.reporting import plot_learning_curve
