@@ -559,3 +559,19 @@ def test_pneumoniamnist(tmp_path):
     assert np.bincount(ds.train_y).tolist() == [1214, 3494]
     idx = ensure_split(tmp_path, cfg, ds, seed=0)
     assert len(idx) == 50 and np.bincount(ds.train_y[idx]).tolist() == [13, 37]
+
+
+def test_saved_split_that_disagrees_with_num_labels_is_an_error(tmp_path):
+    import ml_collections
+
+    from boostmis_jax.data import ensure_split, load_dataset
+    from boostmis_jax.errors import UserError
+    cfg = ml_collections.ConfigDict({"source": "sklearn_digits", "path": "", "num_labels": 20, "split_file": "",
+                                     "val_fraction": 0.1, "test_fraction": 0.2, "image_size": 0, "num_classes": 0})
+    ds = load_dataset(cfg)
+    first = ensure_split(tmp_path, cfg, ds, 0)
+    assert len(first) == 20
+    assert ensure_split(tmp_path, cfg, ds, 0).tolist() == first.tolist()  # resume
+    cfg.num_labels = 30
+    with pytest.raises(UserError, match="num_labels=30"):
+        ensure_split(tmp_path, cfg, ds, 0)

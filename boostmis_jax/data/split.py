@@ -227,6 +227,10 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, dataset: Dataset, se
         if explicit is not None and not np.array_equal(indices, explicit):
             raise UserError(f"{saved_path}: the resumed split differs from data.split_file {split_file}; "
                             "use a fresh --workdir or pass --config.data.split_file=''")
+        want = int(cfg_get(cfg_data, "num_labels", 0))
+        if explicit is None and want and len(indices) != want:
+            raise UserError(f"{saved_path}: holds {len(indices)} labeled rows but data.num_labels={want}; "
+                            f"use a fresh --workdir, or delete that split.json to draw a new split")
     elif explicit is not None:
         indices = explicit
     else:
