@@ -343,9 +343,29 @@ def _log_train(writer, bar, step, m, cycle, n_labeled):
     bar.update(0, **post)
 
 
+def _on_process0(fn):
+    """Run `fn` on process 0 only and tell every process whether it raised a UserError, so a bad input that
+    only process 0 reads (split file, filled-in query CSV) stops all processes with the same one line
+    instead of leaving the others waiting in the next collective."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+    out, err = None, None
+    if parallel.is_main_process():
+        try:
+            out = fn()
+        except UserError as e:
+            err = e
+    failed = np.asarray(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
+    if int(failed):
+        raise err if err is not None else UserError("process 0 stopped on bad input (its log has the line); "
+                                                    "fix it and re-run all processes")
+    return out
+
+
 def _shared_split(workdir: Path, cfg, ds, main_proc: bool) -> np.ndarray:
     """Process 0 makes/loads and saves the split; every other process receives it by broadcast."""
-    labeled = ensure_split(workdir, cfg.data, ds, int(cfg.seed)) if main_proc else None
+    labeled = _on_process0(lambda: ensure_split(workdir, cfg.data, ds, int(cfg.seed)))
     if jax.process_count() == 1:
         return labeled
     from jax.experimental import multihost_utils
@@ -384,7 +404,7 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
                      score=float(p["score"]), predicted=int(p["predicted"])) for p in picks]
     oracle = make_oracle(cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
                          class_names=ds.class_names, images=ds.train_x if ds.kind == "image" else None)
-    answers = oracle.answer(cycle, queries, workdir) if parallel.is_main_process() else None
+    answers = _on_process0(lambda: oracle.answer(cycle, queries, workdir))
     if jax.process_count() > 1:
         answers = _broadcast_answers(answers, queries)
     if answers is None:
@@ -428,13 +448,14 @@ def _pool_apply(model, ds):
 
 def _broadcast_answers(answers, queries):
     from jax.experimental import multihost_utils
-    arr = np.full((len(queries),), -2, np.int32)
+    arr = np.zeros((len(queries) + 1,), np.int32)  # [answered?, label of each query]
     if answers is not None:
-        arr[:] = [answers[q.index] for q in queries]
+        arr[0] = 1
+        arr[1:] = [answers[q.index] for q in queries]
     arr = np.asarray(multihost_utils.broadcast_one_to_all(arr))
-    if (arr == -2).any():
+    if not arr[0]:
         return None
-    return {q.index: int(a) for q, a in zip(queries, arr)}
+    return {q.index: int(a) for q, a in zip(queries, arr[1:], strict=True)}
 
 
 def _print_report(summary, ds, workdir) -> None:

@@ -146,3 +146,17 @@ def test_two_processes_score_the_pool_like_one_process(pair):
             np.testing.assert_allclose(cm["test"][k], cs["test"][k], rtol=1e-4, atol=1e-6, err_msg=k)
     loss = [[r["train/loss"] for r in read_jsonl(wd / "metrics.jsonl") if "train/loss" in r] for wd in (multi, single)]
     np.testing.assert_allclose(loss[0], loss[1], rtol=1e-4)
+
+
+def test_bad_input_read_by_process_0_stops_every_process(tmp_path):
+    """A split file only process 0 reads is broken: both processes exit 2 with one line, none hangs."""
+    bad = tmp_path / "split.txt"
+    bad.write_text("3\n3\n")  # duplicate index
+    port = free_port()
+    procs = [launch(tmp_path / "w", 2, [f"--config.parallel.coordinator_address=127.0.0.1:{port}",
+                                        "--config.parallel.num_processes=2", f"--config.parallel.process_id={i}",
+                                        f"--config.data.split_file={bad}"]) for i in range(2)]
+    outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    assert [p.returncode for p in procs] == [2, 2], outs
+    assert "split.txt" in outs[0][1] and "Traceback" not in outs[0][1]
+    assert "process 0" in outs[1][1] and "Traceback" not in outs[1][1]
