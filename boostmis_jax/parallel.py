@@ -53,6 +53,11 @@ def init_distributed(cfg_parallel) -> None:
         kwargs["process_id"] = pid
     _use_cpu_collectives()
     jax.distributed.initialize(**kwargs)
+    # Open the collectives context now, while `initialize` has just lined all processes up: gloo gives the
+    # first collective only ~30 s for every process to arrive, and later first collectives (orbax setup,
+    # the split broadcast) follow uneven per-process work that a loaded machine can stretch past that.
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("boostmis_jax:init")
 
 
 def _use_cpu_collectives() -> None:
