@@ -1,4 +1,4 @@
-"""Host-side evaluation metrics and the pad-and-mask helpers used to shard uneven eval sets.
+"""Host-side evaluation metrics (padding for sharded eval is parallel.pad_rows).
 
 Metrics are computed in numpy (plus sklearn for ROC-AUC) on gathered predictions: eval runs once per cycle,
 so clarity beats speed, and every value comes back as a plain Python number so it can go straight into JSON.
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["classification_metrics", "pad_to_multiple", "unpad"]
+__all__ = ["classification_metrics"]
 
 
 def _safe_div(num: float, den: float) -> float:
@@ -73,30 +73,3 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, num_classes: i
         "confusion_matrix": [[int(v) for v in row] for row in cm],
         "num_examples": n,
     }
-
-
-def pad_to_multiple(x: np.ndarray, multiple: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pad rows so len is a multiple of `multiple` (e.g. device count); mask marks the real rows.
-
-    Sharded eval needs equal per-device batches; padding instead of dropping keeps every example counted.
-    """
-    if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
-    x = np.asarray(x)
-    n = x.shape[0]
-    pad = (-n) % multiple
-    mask = np.zeros((n + pad,), dtype=bool)
-    mask[:n] = True
-    if pad == 0:
-        return x, mask
-    padded = np.concatenate([x, np.zeros((pad,) + x.shape[1:], dtype=x.dtype)], axis=0)
-    return padded, mask
-
-
-def unpad(outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Drop the padding rows added by `pad_to_multiple` so metrics never see fake examples."""
-    outputs = np.asarray(outputs)
-    mask = np.asarray(mask, dtype=bool).reshape(-1)
-    if outputs.shape[0] != mask.shape[0]:
-        raise ValueError(f"outputs has {outputs.shape[0]} rows but mask has {mask.shape[0]}")
-    return outputs[mask]

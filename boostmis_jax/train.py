@@ -144,6 +144,7 @@ def run(cfg, workdir: str) -> dict:
     use_u = thr.uses_unlabeled and float(cfg.ssl.lambda_u) > 0
 
     compiles = {"train_step": 0, "predict": 0}
+    scorer = PoolScorer(model, ds)
 
     def counted(name, fn):
         def wrapper(*a):
@@ -253,11 +254,11 @@ def run(cfg, workdir: str) -> dict:
                 val = evaluate_split(predict_probs, best_vars, ds.val_x, ds.val_y, C, eval_bs, mesh)
                 row = {"cycle": cycle, "labeled": len(labeled), "step": step, "n_active": len(meta["oracle_labels"]),
                        "test": test, "val": val,
-                       "compiles": {**compiles, "scorer": _POOL_TRACES[1]}}
+                       "compiles": {**compiles, "scorer": scorer.compiles}}
                 meta["history"].append(row)
                 writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": cycle,
                                     "labeled": len(labeled), "compiles/train_step": compiles["train_step"],
-                                    "compiles/scorer": _POOL_TRACES[1]})
+                                    "compiles/scorer": scorer.compiles})
                 say(f"cycle {cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, "
                     f"accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(labeled)} labels)")
                 if main_proc and int(cfg.al.cycles) > 0:
@@ -270,7 +271,7 @@ def run(cfg, workdir: str) -> dict:
                     raise Interrupted(stop["sig"] or signal.SIGTERM, step)
             # -------------------------------------------------------- acquire + oracle
             if meta["phase"] == "acquire":
-                answered = _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir)
+                answered = _acquire(cfg, ds, state, meta, scorer, mesh, labels_eff, say, workdir)
                 if not answered:
                     ckpt.wait()
                     writer.close()
@@ -283,7 +284,7 @@ def run(cfg, workdir: str) -> dict:
         summary = {"test": last["test"], "val": last["val"], "labeled": last["labeled"],
                    "n_active": len(meta["oracle_labels"]), "steps": step, "cycles": meta["history"],
                    "devices": n_dev, "processes": jax.process_count(), "backend": jax.default_backend(),
-                   "compiles": {**compiles, "scorer": _POOL_TRACES[1]}, "config": cfg.to_dict(), "versions": versions(),
+                   "compiles": {**compiles, "scorer": scorer.compiles}, "config": cfg.to_dict(), "versions": versions(),
                    "wall_time_s": wall0 + time.time() - t_start}
         if main_proc:
             reporting.write_json_atomic(workdir / "summary.json", reporting.to_jsonable(summary))
@@ -376,7 +377,7 @@ def _shared_split(workdir: Path, cfg, ds, main_proc: bool) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> bool:
+def _acquire(cfg, ds, state, meta, scorer: PoolScorer, mesh, labels_eff, say, workdir) -> bool:
     """Score the pool, ask the oracle, grow the labeled set. False = waiting for a person's labels."""
     from boostmis_jax import acquisition
 
@@ -388,16 +389,16 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
     x_pool, valid = parallel.pad_rows(ds.train_x, chunk * mesh.devices.size)
     lab_pad = np.zeros(valid.shape, bool)
     lab_pad[:n_train] = labeled
-    xs = _pool_preprocess(ds)(parallel.put_global(x_pool, mesh))
+    xs = scorer.preprocess(parallel.put_global(x_pool, mesh))
     variables = state["best"] if meta["best_val"] is not None else {
         "params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
     t0 = time.time()
-    traces = _POOL_TRACES[0]
+    traces = scorer.traces
     picks = acquisition.acquire(
-        _pool_apply(model, ds), variables, xs, parallel.put_global(valid & ~lab_pad, mesh),
+        scorer.apply_fn, variables, xs, parallel.put_global(valid & ~lab_pad, mesh),
         parallel.put_global(lab_pad, mesh), jax.random.fold_in(jax.random.key(int(cfg.seed)), 10_000 + cycle),
         selectors=selector_names(cfg), budget=int(cfg.al.budget), num_classes=ds.num_classes, cfg=cfg.al)
-    _POOL_TRACES[1] += int(_POOL_TRACES[0] > traces)
+    scorer.compiles += int(scorer.traces > traces)
     say(f"cycle {cycle}: scored {n_train} pool samples in {time.time() - t0:.1f}s, {len(picks)} picks "
         f"({', '.join(sorted({p['selector'] for p in picks}))})")
     queries = [Query(index=int(p["index"]), id=ds.train_ids[int(p["index"])], selector=p["selector"],
@@ -421,29 +422,22 @@ def _acquire(cfg, ds, state, meta, model, mesh, labels_eff, say, workdir) -> boo
     return True
 
 
-_POOL_APPLY: dict = {}
-_POOL_PRE: dict = {}
+class PoolScorer:
+    """Per-run pool-scoring pieces with stable identities: the jitted scorer is cached on `apply_fn`, so one
+    object for the whole run means one compile, and `compiles` counts how many acquisitions traced it.
+    (Kept per run, not in a module-level cache keyed by id(model): ids are reused after garbage collection.)"""
 
-
-def _pool_preprocess(ds):
-    if ds.kind not in _POOL_PRE:
-        _POOL_PRE[ds.kind] = jax.jit(make_preprocess(ds.kind, ds.mean, ds.std))
-    return _POOL_PRE[ds.kind]
-_POOL_TRACES = [0, 0]  # apply_fn traces, scorer compiles (this process)
-
-
-def _pool_apply(model, ds):
-    """One stable apply_fn object per model so the jitted scorer is traced once for the whole run."""
-    key = (id(model), ds.kind)
-    if key not in _POOL_APPLY:
+    def __init__(self, model, ds):
         predict = make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True)
+        self.preprocess = jax.jit(make_preprocess(ds.kind, ds.mean, ds.std))
+        self.traces = 0
+        self.compiles = 0
 
         def apply_fn(variables, x):
-            _POOL_TRACES[0] += 1  # runs only while the scorer is being traced
+            self.traces += 1  # runs only while the scorer is being traced
             return predict(variables, x)
 
-        _POOL_APPLY[key] = apply_fn
-    return _POOL_APPLY[key]
+        self.apply_fn = apply_fn
 
 
 def _broadcast_answers(answers, queries):

@@ -1,11 +1,11 @@
-"""Metrics against hand-computed values; pad/unpad round trip."""
+"""Metrics against hand-computed values (padding for sharded eval lives in parallel.pad_rows)."""
 import json
 import math
 
 import numpy as np
 import pytest
 
-from boostmis_jax.evaluate import classification_metrics, pad_to_multiple, unpad
+from boostmis_jax.evaluate import classification_metrics
 
 
 def _onehotish(preds, num_classes, conf=0.8):
@@ -86,19 +86,3 @@ def test_shape_mismatch_raises():
         classification_metrics(np.zeros((3, 2)), np.zeros(3, int), 3)
     with pytest.raises(ValueError):
         classification_metrics(np.zeros((3, 3)), np.array([0, 1, 3]), 3)
-
-
-@pytest.mark.parametrize("n,multiple", [(10, 8), (16, 8), (1, 8), (5, 1), (0, 4)])
-def test_pad_unpad_round_trip(n, multiple):
-    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 1
-    padded, mask = pad_to_multiple(x, multiple)
-    assert padded.shape[0] % multiple == 0 and padded.shape[0] >= n
-    assert padded.shape[0] - n < multiple
-    assert mask.dtype == bool and mask.sum() == n and mask.shape == (padded.shape[0],)
-    assert np.all(padded[~mask] == 0)
-    np.testing.assert_array_equal(unpad(padded, mask), x)
-
-
-def test_unpad_length_mismatch():
-    with pytest.raises(ValueError):
-        unpad(np.zeros((4, 2)), np.ones(3, bool))
