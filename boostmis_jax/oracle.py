@@ -38,6 +38,8 @@ class Query:
     selector: str  # which selector picked it (e.g. "aus", "bus")
     score: float  # that selector's informativeness score
     predicted: int  # current model's predicted class
+    selectors: tuple[str, ...] = ()  # every selector that ranked it in its top-K (the first one picked it)
+    confidence: float | None = None  # the model's max class probability for it
 
 
 ORACLES: dict[str, Callable[..., object]] = {}
