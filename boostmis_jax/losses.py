@@ -10,8 +10,8 @@ def supervised_ce(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-def pseudo_targets(probs: jnp.ndarray, logits: jnp.ndarray, *, hard: bool, temperature: float) -> jnp.ndarray:
-    """Hard: one-hot argmax of (aligned) probs. Soft: softmax(logits / T) -- sharpened, as in the paper's T."""
+def pseudo_targets(probs: jnp.ndarray, *, hard: bool, temperature: float) -> jnp.ndarray:
+    """Hard: one-hot argmax of the (aligned) probs. Soft: probs sharpened by 1/T and renormalised."""
     if hard:
         return jax.nn.one_hot(jnp.argmax(probs, -1), probs.shape[-1], dtype=probs.dtype)
     sharp = probs ** (1.0 / temperature)

@@ -45,6 +45,13 @@ class ThresholdConfig(NamedTuple):
     tau_momentum: float = 0.9
 
 
+def threshold_config(ssl, *, cycle_budget: int) -> ThresholdConfig:
+    """The static threshold settings from the `ssl` sub-config; `cycle_budget` is 2K."""
+    return ThresholdConfig(a=float(ssl.a), b=float(ssl.b), cycle_budget=max(1, int(cycle_budget)),
+                           fixed=float(ssl.fixed_threshold), tau_min=float(ssl.tau_min),
+                           tau_max=float(ssl.tau_max), tau_momentum=float(ssl.tau_momentum))
+
+
 @dataclass(frozen=True)
 class Threshold:
     init: Callable[[int, int, ThresholdConfig], dict]
@@ -94,7 +101,7 @@ def _boostmis_update(state, probs, idx, valid, n_active, cfg: ThresholdConfig):
     raw = boostmis_tau(count, state["count"], n_active.astype(jnp.float32), cfg)
     new_tau = cfg.tau_momentum * tau + (1.0 - cfg.tau_momentum) * raw
     new_tau = jnp.clip(new_tau, cfg.tau_min, cfg.tau_max)
-    return mask, tau, {"memory": memory, "count": count, "tau": new_tau}
+    return mask, tau, {"memory": memory, "count": count, "tau": new_tau}, {}
 
 
 register_threshold("boostmis", _boostmis_init, _boostmis_update)
@@ -109,11 +116,11 @@ def _fixed_init(num_train, num_classes, cfg):
 
 def _fixed_update(state, probs, idx, valid, n_active, cfg):
     tau = jnp.asarray(cfg.fixed, jnp.float32)
-    return (jnp.max(probs, axis=-1) >= tau) & valid, tau, state
+    return (jnp.max(probs, axis=-1) >= tau) & valid, tau, state, {}
 
 
 def _none_update(state, probs, idx, valid, n_active, cfg):
-    return jnp.zeros(probs.shape[:1], bool), jnp.asarray(1.0, jnp.float32), state
+    return jnp.zeros(probs.shape[:1], bool), jnp.asarray(1.0, jnp.float32), state, {}
 
 
 register_threshold("fixed", _fixed_init, _fixed_update)
