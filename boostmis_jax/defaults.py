@@ -1,8 +1,14 @@
-"""The shared default config every `configs/*.py` starts from. Every key users may set lives here (the
-config is locked, so a mistyped override is an error, not a silently ignored new key)."""
+"""The shared default config every `configs/*.py` starts from, and the one validation pass over it.
+
+Every key users may set lives here, once (the config is locked, so a mistyped override is an error, not a
+silently ignored new key); the parts below the loop receive sub-configs or keyword arguments, never defaults
+of their own.
+"""
 from __future__ import annotations
 
 import ml_collections
+
+from boostmis_jax.errors import UserError
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -71,10 +77,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin ...
     c.al.oracle = "simulated"             # simulated | files
     c.al.vat_xi = 1e-6
-    c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: 2.0 for images ([0,1] input), 1.0 for features
+    c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: 2.0 images ([0,1] input), 1.0 features
     c.al.vat_ip = 1
     c.al.knn_k = 10
-    c.al.chunk = 512
+    c.al.density = "degree"               # bus density: degree (k-NN graph, the release) | cosine (mean similarity)
+    c.al.candidates = "low_confidence"    # low_confidence (below the threshold, the paper) | all unlabeled rows
+    c.al.chunk = 512                      # pool rows per forward in the scoring pass
     c.al.knn_block = 2048
 
     c.checkpoint = ml_collections.ConfigDict()
@@ -86,3 +94,61 @@ def get_config() -> ml_collections.ConfigDict:
     c.parallel.num_processes = 0
     c.parallel.process_id = -1
     return c
+
+
+# ======================================================================================================
+# Validation: one pass, up front, so a bad value fails in one line before any data is read or trained on
+# ======================================================================================================
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+    """Check every value a run depends on; raise UserError naming the key, the value and the fix."""
+    from boostmis_jax.acquisition import CANDIDATES, DENSITIES, parse_selectors
+    from boostmis_jax.oracle import ORACLES
+    from boostmis_jax.thresholds import get_threshold
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            value = cfg
+            for k in key.split("."):
+                value = value[k]
+            raise UserError(f"config {key}={value!r}: {what}; set --config.{key}=...")
+
+    def number(key: str) -> float:
+        value = cfg
+        for k in key.split("."):
+            value = value[k]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config {key}={value!r}: expected a number; set --config.{key}=...")
+        return float(value)
+
+    for key in ("train.steps", "train.batch_size", "train.log_every", "train.eval_every",
+                "train.eval_batch_size", "checkpoint.every_steps", "checkpoint.keep"):
+        need(number(key) >= 1 and float(number(key)).is_integer(), key, "must be an integer >= 1")
+    for key in ("al.cycles", "al.steps_per_cycle"):
+        need(number(key) >= 0 and float(number(key)).is_integer(), key, "must be an integer >= 0")
+    need(number("train.lr") > 0, "train.lr", "must be > 0")
+    need(number("train.weight_decay") >= 0, "train.weight_decay", "must be >= 0")
+    need(0 <= number("train.momentum") < 1, "train.momentum", "must be in [0, 1)")
+    need(0 <= number("train.ema_decay") < 1, "train.ema_decay", "must be in [0, 1)")
+    need(str(cfg.model.dtype) in DTYPES, "model.dtype", f"choose one of {list(DTYPES)}")
+    get_threshold(cfg.ssl.threshold)
+    need(int(number("ssl.uratio")) >= 1 or cfg.ssl.threshold == "none", "ssl.uratio", "must be >= 1")
+    need(number("ssl.lambda_u") >= 0, "ssl.lambda_u", "must be >= 0")
+    need(0 < number("ssl.a") <= 1, "ssl.a", "must be in (0, 1]")
+    need(number("ssl.b") >= 0, "ssl.b", "must be >= 0")
+    need(number("ssl.T") > 0, "ssl.T", "must be > 0")
+    need(0 <= number("ssl.tau_min") <= number("ssl.tau_max") <= 1, "ssl.tau_min",
+         "need 0 <= ssl.tau_min <= ssl.tau_max <= 1")
+    need(cfg.al.oracle in ORACLES, "al.oracle", f"choose one of {sorted(ORACLES)}")
+    need(cfg.al.candidates in CANDIDATES, "al.candidates", f"choose one of {list(CANDIDATES)}")
+    need(cfg.al.density in DENSITIES, "al.density", f"choose one of {list(DENSITIES)}")
+    parse_selectors(cfg.al.selectors)
+    need(number("al.budget") >= 1 or int(cfg.al.cycles) == 0, "al.budget", "must be >= 1 when al.cycles > 0")
+    for key in ("al.knn_k", "al.chunk", "al.knn_block"):
+        need(number(key) >= 1 and float(number(key)).is_integer(), key, "must be an integer >= 1")
+    need(number("al.vat_ip") >= 0 and float(number("al.vat_ip")).is_integer(), "al.vat_ip",
+         "must be an integer >= 0")
+    need(number("al.vat_xi") > 0, "al.vat_xi", "must be > 0")
+    need(cfg.al.vat_eps is None or number("al.vat_eps") > 0, "al.vat_eps", "must be > 0 (or unset)")

@@ -1,4 +1,4 @@
-"""Host-side evaluation metrics (padding for sharded eval is parallel.pad_rows).
+"""Evaluation: sharded, padded prediction over a split, and host-side metrics on the gathered outputs.
 
 Metrics are computed in numpy (plus sklearn for ROC-AUC) on gathered predictions: eval runs once per cycle,
 so clarity beats speed, and every value comes back as a plain Python number so it can go straight into JSON.
@@ -8,7 +8,23 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "predict_split"]
+
+
+def predict_split(predict_probs, variables, x: np.ndarray, *, batch: int, mesh) -> np.ndarray:
+    """(N, C) probabilities of every row of `x`: fixed-size batches (one compile), padded and sharded over
+    the mesh, padding dropped. `predict_probs(variables, x) -> probs` must return replicated outputs, so
+    every process sees all rows."""
+    import jax
+
+    from boostmis_jax import parallel
+
+    probs = []
+    for s in range(0, len(x), batch):
+        xb, mask = parallel.pad_rows(x[s:s + batch], batch)
+        p = predict_probs(variables, parallel.put_global(xb, mesh))
+        probs.append(np.asarray(jax.device_get(p))[mask])
+    return np.concatenate(probs)
 
 
 def _safe_div(num: float, den: float) -> float:

@@ -199,3 +199,62 @@ def to_host(tree):
 def is_main_process() -> bool:
     """Process 0 alone writes files (metrics, summary, split) in a shared workdir."""
     return jax.process_index() == 0
+
+
+# ======================================================================================================
+# Multi-process agreement: every process takes the same decision at the same step
+# ======================================================================================================
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is true on any. A signal must be acted on by all processes at
+    the same step: one process alone saving (orbax needs all of them) while the others enter the next
+    step's collectives would deadlock a multi-host run."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+    return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
+def on_process0(fn: Callable[[], object]):
+    """Run `fn` on process 0 only and tell every process whether it raised a UserError, so a bad input that
+    only process 0 reads (split file, filled-in query CSV) stops all processes with the same one line
+    instead of leaving the others waiting in the next collective."""
+    if jax.process_count() == 1:
+        return fn()
+    from jax.experimental import multihost_utils
+    out, err = None, None
+    if is_main_process():
+        try:
+            out = fn()
+        except UserError as e:
+            err = e
+    failed = np.asarray(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
+    if int(failed):
+        raise err if err is not None else UserError("process 0 stopped on bad input (its log has the line); "
+                                                    "fix it and re-run all processes")
+    return out
+
+
+def broadcast_rows(rows: np.ndarray | None, n: int) -> np.ndarray:
+    """Process 0's set of row indices (e.g. the initial labeled split) on every process."""
+    if jax.process_count() == 1:
+        return np.asarray(rows)
+    from jax.experimental import multihost_utils
+    mask = np.zeros((n,), np.int32)
+    if rows is not None:
+        mask[rows] = 1
+    return np.flatnonzero(np.asarray(multihost_utils.broadcast_one_to_all(mask)))
+
+
+def broadcast_answers(answers: dict | None, indices: Sequence[int]) -> dict | None:
+    """Process 0's oracle answers {row: label} (or None: still waiting for a person) on every process."""
+    if jax.process_count() == 1:
+        return answers
+    from jax.experimental import multihost_utils
+    arr = np.zeros((len(indices) + 1,), np.int32)  # [answered?, label of each query]
+    if answers is not None:
+        arr[0] = 1
+        arr[1:] = [answers[i] for i in indices]
+    arr = np.asarray(multihost_utils.broadcast_one_to_all(arr))
+    if not arr[0]:
+        return None
+    return {int(i): int(a) for i, a in zip(indices, arr[1:], strict=True)}

@@ -1,76 +1,71 @@
 """The train state: one plain-dict pytree, so jit, sharding and orbax treat it uniformly.
 
 Keys: step, params, batch_stats, opt_state, ema_params, ema_batch_stats, ssl (threshold state + the
-distribution-alignment class marginal), n_active (N_A, samples annotated by the oracle so far) and best
+distribution-alignment class marginals), n_active (N_A: samples annotated in the latest round) and best
 (a snapshot of the EMA variables with the best validation score in the current cycle).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from boostmis_jax.thresholds import ThresholdConfig, get_threshold
+from boostmis_jax.thresholds import Threshold, ThresholdConfig
 
 
-def cycle_lengths(cfg) -> tuple[int, int]:
+class Cycles(NamedTuple):
     """Steps of the first stage and of every later active-learning cycle."""
-    first = int(cfg.train.steps)
-    later = int(cfg.al.steps_per_cycle) or first
-    return first, later
+    first: int
+    later: int
+
+    @classmethod
+    def from_config(cls, steps: int, steps_per_cycle: int) -> Cycles:
+        return cls(int(steps), int(steps_per_cycle) or int(steps))
+
+    def end_step(self, cycle: int) -> int:
+        return self.first + cycle * self.later
+
+    def start_step(self, cycle: int) -> int:
+        return self.end_step(cycle - 1) if cycle > 0 else 0
 
 
-def cycle_end_step(cfg, cycle: int) -> int:
-    first, later = cycle_lengths(cfg)
-    return first + cycle * later
-
-
-def make_schedule(cfg):
+def make_schedule(lr: float, cycles: Cycles, warmup_steps: int = 0):
     """FixMatch cosine (lr * cos(7 pi k / 16 K)), restarted at each active-learning cycle (warm start)."""
-    first, later = cycle_lengths(cfg)
-    base = float(cfg.train.lr)
-    warm = int(cfg.train.get("warmup_steps", 0))
-
     def schedule(count):
         count = jnp.asarray(count, jnp.float32)
-        in_first = count < first
-        pos = jnp.where(in_first, count, jnp.mod(count - first, later))
-        length = jnp.where(in_first, first, later)
-        lr = base * jnp.cos(7.0 * math.pi * pos / (16.0 * length))
-        if warm:
-            lr = lr * jnp.minimum(1.0, (count + 1.0) / warm)
-        return lr
+        in_first = count < cycles.first
+        pos = jnp.where(in_first, count, jnp.mod(count - cycles.first, cycles.later))
+        length = jnp.where(in_first, cycles.first, cycles.later)
+        out = lr * jnp.cos(7.0 * math.pi * pos / (16.0 * length))
+        if warmup_steps:
+            out = out * jnp.minimum(1.0, (count + 1.0) / warmup_steps)
+        return out
 
     return schedule
 
 
-def make_optimizer(cfg) -> optax.GradientTransformation:
+def make_optimizer(schedule, *, momentum: float, nesterov: bool, weight_decay: float
+                   ) -> optax.GradientTransformation:
     """SGD + Nesterov with weight decay on kernels only (not BN scales/biases), as FixMatch."""
     def decay_mask(params):
         return jax.tree_util.tree_map_with_path(lambda p, _: p[-1].key == "kernel", params)
 
     return optax.chain(
-        optax.add_decayed_weights(float(cfg.train.weight_decay), mask=decay_mask),
-        optax.sgd(make_schedule(cfg), momentum=float(cfg.train.momentum), nesterov=bool(cfg.train.nesterov)),
+        optax.add_decayed_weights(float(weight_decay), mask=decay_mask),
+        optax.sgd(schedule, momentum=float(momentum), nesterov=bool(nesterov)),
     )
 
 
-def threshold_config(cfg) -> ThresholdConfig:
-    n_sel = max(1, len([s for s in str(cfg.al.selectors).split("+") if s.strip()]))
-    return ThresholdConfig(a=float(cfg.ssl.a), b=float(cfg.ssl.b),
-                           cycle_budget=max(1, int(cfg.al.budget) * n_sel),
-                           fixed=float(cfg.ssl.fixed_threshold), tau_min=float(cfg.ssl.tau_min),
-                           tau_max=float(cfg.ssl.tau_max), tau_momentum=float(cfg.ssl.tau_momentum))
-
-
-def init_state(model, tx, sample_x, num_train: int, num_classes: int, cfg) -> dict:
-    """Fresh state; deterministic in cfg.seed (parameters do not depend on the device count)."""
-    variables = model.init(jax.random.key(cfg.seed), sample_x, train=False)
+def init_state(model, tx, sample_x, *, seed: int, num_train: int, num_classes: int, threshold: Threshold,
+               tcfg: ThresholdConfig) -> dict:
+    """Fresh state; deterministic in `seed` (parameters do not depend on the device count)."""
+    variables = model.init(jax.random.key(seed), sample_x, train=False)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    thr = get_threshold(cfg.ssl.threshold)
     copy = lambda t: jax.tree.map(jnp.array, t)
     return {
         "step": jnp.zeros((), jnp.int32),
@@ -80,7 +75,7 @@ def init_state(model, tx, sample_x, num_train: int, num_classes: int, cfg) -> di
         "ema_params": copy(params),
         "ema_batch_stats": copy(batch_stats),
         "ssl": {
-            "thr": thr.init(num_train, num_classes, threshold_config(cfg)),
+            "thr": threshold.init(num_train, num_classes, tcfg),
             "p_model": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32),
             # class marginal of the labeled set (distribution alignment target); the loop sets it per cycle
             "p_target": jnp.full((num_classes,), 1.0 / num_classes, jnp.float32),
@@ -88,3 +83,33 @@ def init_state(model, tx, sample_x, num_train: int, num_classes: int, cfg) -> di
         "n_active": jnp.zeros((), jnp.int32),
         "best": {"params": copy(params), "batch_stats": copy(batch_stats)},
     }
+
+
+def ema_variables(state: dict) -> dict:
+    return {"params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
+
+
+@jax.jit
+def snapshot_best(state: dict) -> dict:
+    """Keep the current EMA variables as the cycle's best-by-validation model."""
+    return {**state, "best": ema_variables(state)}
+
+
+@jax.jit
+def _apply_cycle_inputs(state, is_labeled, n_active, p_target):
+    ssl = {**state["ssl"], "p_target": p_target}
+    thr = ssl["thr"]
+    if "memory" in thr:  # labeled rows leave the pool: C_t counts unlabeled samples only
+        ssl["thr"] = {**thr, "memory": jnp.where(is_labeled, -1, thr["memory"])}
+    return {**state, "n_active": n_active, "ssl": ssl}
+
+
+def set_cycle_inputs(state: dict, labeled, labels, n_active: int, num_classes: int, sharding) -> dict:
+    """What a cycle's labeled set feeds the step: N_A, the labeled class marginal (distribution alignment),
+    and the threshold memory with labeled rows removed. All state, so checkpoints and resumes carry it;
+    fixed shapes, so nothing recompiles."""
+    is_labeled = np.zeros(labels.shape, bool)
+    is_labeled[labeled] = True
+    p_target = np.bincount(labels[labeled], minlength=num_classes).astype(np.float32) / len(labeled)
+    args = jax.device_put((is_labeled, np.int32(n_active), p_target), sharding)
+    return _apply_cycle_inputs(state, *args)

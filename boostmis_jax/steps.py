@@ -15,11 +15,10 @@ import optax
 
 from boostmis_jax import losses
 from boostmis_jax.augment import make_views
-from boostmis_jax.state import make_schedule, threshold_config
-from boostmis_jax.thresholds import get_threshold
+from boostmis_jax.thresholds import get_threshold, threshold_config
 
 
-def make_preprocess(kind: str, mean, std) -> Callable[[jnp.ndarray], jnp.ndarray]:
+def make_preprocess(kind: str) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """uint8 images -> float [0,1] (augmentation space); features pass through."""
     if kind == "image":
         return lambda x: x.astype(jnp.float32) / 255.0
@@ -27,6 +26,7 @@ def make_preprocess(kind: str, mean, std) -> Callable[[jnp.ndarray], jnp.ndarray
 
 
 def make_normalize(kind: str, mean, std) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """Per-channel standardisation of [0,1] images with the train statistics (features arrive standardized)."""
     if kind == "image":
         m = jnp.asarray(mean, jnp.float32)
         s = jnp.asarray(std, jnp.float32)
@@ -40,21 +40,27 @@ def example_keys(seed: int, step, stream: int, n: int) -> jax.Array:
     return jax.vmap(lambda i: jax.random.fold_in(k, i))(jnp.arange(n, dtype=jnp.uint32))
 
 
-def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std) -> Callable:
-    thr = get_threshold(cfg.ssl.threshold)
-    tcfg = threshold_config(cfg)
-    views = make_views(kind, cfg.aug)
-    pre = make_preprocess(kind, mean, std)
+def uses_unlabeled(ssl) -> bool:
+    """Whether the step consumes an unlabeled batch at all (not for threshold `none` or lambda_u = 0)."""
+    return get_threshold(ssl.threshold).uses_unlabeled and float(ssl.lambda_u) > 0
+
+
+def make_train_step(model, tx, schedule, *, ssl, aug, kind: str, mean, std, seed: int, ema_decay: float,
+                    cycle_budget: int) -> Callable:
+    """The SSL step for the `ssl` and `aug` sub-configs; `schedule` only feeds the logged learning rate.
+
+    `cycle_budget` is 2K, the samples annotated per round (the threshold's N_A / 2K)."""
+    thr = get_threshold(ssl.threshold)
+    tcfg = threshold_config(ssl, cycle_budget=cycle_budget)
+    views = make_views(kind, aug)
+    pre = make_preprocess(kind)
     norm = make_normalize(kind, mean, std)
-    seed = int(cfg.seed)
-    hard = bool(cfg.ssl.hard_label)
-    temperature = float(cfg.ssl.T)
-    lambda_u = float(cfg.ssl.lambda_u)
-    ema_decay = float(cfg.train.ema_decay)
-    dist_align = bool(cfg.ssl.dist_align)
-    da_m = float(cfg.ssl.da_momentum)
-    use_u = thr.uses_unlabeled and lambda_u > 0
-    schedule = make_schedule(cfg)
+    hard = bool(ssl.hard_label)
+    temperature = float(ssl.T)
+    lambda_u = float(ssl.lambda_u)
+    dist_align = bool(ssl.dist_align)
+    da_m = float(ssl.da_momentum)
+    use_u = uses_unlabeled(ssl)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         step = state["step"]
@@ -86,14 +92,15 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std) -
                 p_model = da_m * p_model + (1 - da_m) * jnp.mean(probs, axis=0)
                 probs = losses.align_distribution(probs, p_model, state["ssl"]["p_target"])
             valid = jnp.ones((bu,), bool)
-            mask, tau, thr_state = thr.update(state["ssl"]["thr"], probs, iu, valid, state["n_active"], tcfg)
-            targets = losses.pseudo_targets(probs, lw, hard=hard, temperature=temperature)
+            mask, tau, thr_state, thr_logs = thr.update(state["ssl"]["thr"], probs, iu, valid,
+                                                         state["n_active"], tcfg)
+            targets = losses.pseudo_targets(probs, hard=hard, temperature=temperature)
             maskf = mask.astype(jnp.float32)
             unsup = losses.consistency(ls, targets, maskf)
             pred = jnp.argmax(probs, -1)
             yu = batch["yu"]
             known = (yu >= 0) & mask
-            aux.update(unsup=unsup, mask_rate=jnp.mean(maskf), tau=tau,
+            aux.update(unsup=unsup, mask_rate=jnp.mean(maskf), tau=tau, thr_logs=thr_logs,
                        ssl={**state["ssl"], "thr": thr_state, "p_model": p_model},
                        pseudo_acc=jnp.sum((pred == yu) & known) / jnp.maximum(jnp.sum(known), 1))
             return sup + lambda_u * unsup, aux
@@ -115,15 +122,15 @@ def make_train_step(model, tx, cfg, *, kind: str, num_classes: int, mean, std) -
         if use_u:
             new["ssl"] = aux["ssl"]
             metrics.update(unsup_loss=aux["unsup"], mask_rate=aux["mask_rate"], threshold=aux["tau"],
-                           pseudo_acc=aux["pseudo_acc"])
+                           pseudo_acc=aux["pseudo_acc"], **aux["thr_logs"])
         return new, metrics
 
     return train_step
 
 
-def make_bare_step(model, tx, cfg, *, kind: str, mean, std) -> Callable:
+def make_bare_step(model, tx, *, kind: str, mean, std) -> Callable:
     """Plain supervised forward/backward/update, no augmentation: the benchmark's reference point."""
-    pre = make_preprocess(kind, mean, std)
+    pre = make_preprocess(kind)
     norm = make_normalize(kind, mean, std)
 
     def bare_step(state, batch):
@@ -150,7 +157,7 @@ def make_predict(model, kind: str, mean, std, *, preprocessed: bool = False) -> 
     With `preprocessed=True` the input is already in augmentation space ([0,1] images), which is where the
     VAT selector perturbs it.
     """
-    pre = make_preprocess(kind, mean, std)
+    pre = make_preprocess(kind)
     norm = make_normalize(kind, mean, std)
 
     def predict(variables, x):

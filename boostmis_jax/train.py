@@ -1,32 +1,50 @@
 """The one generic loop: setup -> restore -> cycles of (train -> eval -> checkpoint -> acquire -> oracle)
--> summary. All randomness derives from (seed, step or cycle, global example index); all side effects
-(host I/O, checkpoints, printing) live here, the steps stay pure.
+-> summary.
+
+The pieces are defined once, before the loop (nanodo's shape): `setup` builds everything that stays fixed
+for a run (data, mesh, model, jitted steps, scorer, writer, checkpointer) into one `Run`; `train_cycle`,
+`finish_cycle`, `acquire` and `summarize` are the loop's steps; `Book` (bookkeeping.py) holds the host-side
+record that checkpoints carry. All randomness derives from (seed, step or cycle, global example index); all
+side effects (host I/O, checkpoints, printing) live here, the steps stay pure.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boostmis_jax import parallel, reporting
+from boostmis_jax import acquisition, defaults, parallel, reporting
+from boostmis_jax.bookkeeping import Book
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
 from boostmis_jax.data.split import ensure_split
 from boostmis_jax.errors import UserError
-from boostmis_jax.evaluate import classification_metrics
+from boostmis_jax.evaluate import classification_metrics, predict_split
 from boostmis_jax.models import build_model
-from boostmis_jax.oracle import ORACLES, Query, make_oracle
+from boostmis_jax.oracle import make_oracle
 from boostmis_jax.sampling import rows_for_step
-from boostmis_jax.state import cycle_end_step, init_state, make_optimizer
-from boostmis_jax.steps import make_predict, make_preprocess, make_train_step
-from boostmis_jax.thresholds import get_threshold
+from boostmis_jax.state import (
+    Cycles,
+    ema_variables,
+    init_state,
+    make_optimizer,
+    make_schedule,
+    set_cycle_inputs,
+    snapshot_best,
+)
+from boostmis_jax.steps import make_predict, make_preprocess, make_train_step, uses_unlabeled
+from boostmis_jax.thresholds import get_threshold, threshold_config
+
+__all__ = ["Interrupted", "run", "set_cycle_inputs"]
 
 
 class Interrupted(Exception):
@@ -38,66 +56,357 @@ class Interrupted(Exception):
 
 
 # ======================================================================================================
-# Config validation
+# Setup: everything fixed for the run, built once
 # ======================================================================================================
-def selector_names(cfg) -> tuple[str, ...]:
-    return tuple(s.strip() for s in str(cfg.al.selectors).split("+") if s.strip())
+@dataclasses.dataclass
+class Run:
+    cfg: Any
+    workdir: Path
+    ds: Any
+    mesh: Any
+    model: Any
+    cycles: Cycles
+    cycle_budget: int                   # 2K: rows annotated per round
+    train_step: Any
+    predict_probs: Any
+    scorer: Any
+    writer: Any
+    ckpt: Checkpointer
+    compiles: dict
+    t_start: float
+    say: Any
+    stop: dict = dataclasses.field(default_factory=lambda: {"sig": None})
+    old_handlers: dict = dataclasses.field(default_factory=dict)
+    _pool: Any = None
+
+    @property
+    def rep(self):
+        return parallel.replicated(self.mesh)
+
+    @property
+    def eval_batch(self) -> int:
+        n_dev = self.mesh.devices.size
+        return -(-int(self.cfg.train.eval_batch_size) // n_dev) * n_dev
+
+    def pool(self):
+        """The whole train set, padded to the scorer's chunk layout, preprocessed on device (once per run)."""
+        if self._pool is None:
+            x, valid = parallel.pad_rows(self.ds.train_x, self.scorer.chunk * self.mesh.devices.size)
+            xs = jax.jit(make_preprocess(self.ds.kind))(parallel.put_global(x, self.mesh))
+            self._pool = (xs, valid)
+        return self._pool
+
+    def should_stop(self, step: int, every: int = 1) -> bool:
+        """Whether a signal asks every process to stop now (agreed at multiples of `every`)."""
+        if jax.process_count() > 1 and step % every:
+            return False
+        return parallel.any_process(self.stop["sig"] is not None)
+
+    def save(self, step: int, state: dict, book: Book) -> None:
+        book.wall_time_s += time.time() - self.t_start
+        self.t_start = time.time()
+        self.ckpt.save(step, state, book.to_json())
+
+    def interrupt(self, step: int) -> Interrupted:
+        self.ckpt.wait()
+        return Interrupted(self.stop["sig"] or signal.SIGTERM, step)
+
+    def close(self) -> None:
+        for s, h in self.old_handlers.items():
+            signal.signal(s, h)
+        if self.writer is not None:
+            self.writer.close()
+        self.ckpt.close()
 
 
-def validate_config(cfg) -> None:
-    """Catch nonsensical values up front, with the key and the fix in one line."""
-    def need(ok, key, what):
-        if not ok:
-            raise UserError(f"config {key}={_get(cfg, key)!r}: {what}")
+def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
+    """Data, mesh, model, jitted steps, scorer, checkpointer and signal handlers; (run, optimizer)."""
+    main_proc = parallel.is_main_process()
+    say = print if main_proc else (lambda *a, **k: None)
+    ds = load_dataset(cfg.data)
+    workdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
+    mesh = parallel.make_mesh()
+    parallel.check_divisible("train.batch_size", int(cfg.train.batch_size), mesh)
+    say(f"boostmis_jax: {ds.name} ({ds.kind}, {len(ds.train_y)} train / {len(ds.val_y)} val / "
+        f"{len(ds.test_y)} test, {ds.num_classes} classes) on {mesh.devices.size} {jax.default_backend()} "
+        f"device(s), {jax.process_count()} process(es)")
+    model = build_model(cfg.model, ds.num_classes)
+    cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
+    selectors = acquisition.parse_selectors(cfg.al.selectors)
+    cycle_budget = max(1, int(cfg.al.budget) * len(selectors))
+    init_fn, step_fn = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
+                                      num_train=len(ds.train_y), num_classes=ds.num_classes)
+    compiles = {"train_step": 0, "predict": 0}
 
-    need(int(cfg.train.steps) > 0, "train.steps", "must be > 0")
-    need(int(cfg.train.batch_size) > 0, "train.batch_size", "must be > 0")
-    need(int(cfg.ssl.uratio) >= 1 or cfg.ssl.threshold == "none", "ssl.uratio", "must be >= 1")
-    need(0 < float(cfg.ssl.a) <= 1, "ssl.a", "must be in (0, 1]")
-    need(float(cfg.ssl.T) > 0, "ssl.T", "must be > 0")
-    need(0 <= float(cfg.ssl.tau_min) <= float(cfg.ssl.tau_max) <= 1, "ssl.tau_min",
-         "need 0 <= ssl.tau_min <= ssl.tau_max <= 1")
-    need(0 <= float(cfg.train.ema_decay) < 1, "train.ema_decay", "must be in [0, 1)")
-    need(int(cfg.al.cycles) >= 0, "al.cycles", "must be >= 0")
-    need(int(cfg.al.steps_per_cycle) >= 0, "al.steps_per_cycle", "must be >= 0")
-    need(int(cfg.checkpoint.every_steps) > 0, "checkpoint.every_steps", "must be > 0")
-    need(int(cfg.train.log_every) > 0, "train.log_every", "must be > 0")
-    need(int(cfg.train.eval_every) > 0, "train.eval_every", "must be > 0")
-    need(int(cfg.train.eval_batch_size) > 0, "train.eval_batch_size", "must be > 0")
-    get_threshold(cfg.ssl.threshold)
-    if int(cfg.al.cycles) > 0:
-        from boostmis_jax.acquisition import SCORERS
-        need(int(cfg.al.budget) > 0, "al.budget", "must be > 0 when al.cycles > 0")
-        sel = selector_names(cfg)
-        bad = [s for s in sel if s not in SCORERS]
-        need(sel and not bad, "al.selectors", f"unknown selector(s) {bad}; use '+'-joined names from "
-             f"{sorted(SCORERS)}")
-        need(cfg.al.oracle in ORACLES, "al.oracle", f"choose one of {sorted(ORACLES)}")
-        from boostmis_jax.acquisition import read_config
-        read_config(cfg.al)  # chunk, knn_k, vat_* checked now, not after a whole training stage
+    def counted(name, fn):
+        def wrapper(*a):
+            compiles[name] += 1  # runs only while tracing
+            return fn(*a)
+        return wrapper
+
+    rep = parallel.replicated(mesh)
+    predict = make_predict(model, ds.kind, ds.mean, ds.std)
+    scorer = acquisition.make_scorer(
+        make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True), selectors=selectors,
+        budget=int(cfg.al.budget), chunk=cfg.al.chunk, knn_k=cfg.al.knn_k, knn_block=cfg.al.knn_block,
+        vat_xi=cfg.al.vat_xi, vat_eps=cfg.al.vat_eps, vat_ip=cfg.al.vat_ip, density=cfg.al.density,
+        candidates=cfg.al.candidates)
+    r = Run(cfg=cfg, workdir=workdir, ds=ds, mesh=mesh, model=model, cycles=cycles, cycle_budget=cycle_budget,
+            train_step=jax.jit(counted("train_step", step_fn), out_shardings=(rep, rep), donate_argnums=0),
+            predict_probs=jax.jit(counted("predict", lambda v, x: jax.nn.softmax(predict(v, x)[0], -1)),
+                                  out_shardings=rep),
+            scorer=scorer, writer=None, ckpt=Checkpointer(workdir, keep=int(cfg.checkpoint.keep)),
+            compiles=compiles, t_start=t_start, say=say)
+    r.old_handlers = {s: signal.signal(s, lambda signum, frame: r.stop.update(sig=signum))
+                      for s in (signal.SIGTERM, signal.SIGINT)}
+    return r, init_fn
 
 
-def _get(cfg, dotted):
-    for k in dotted.split("."):
-        cfg = cfg[k]
-    return cfg
+def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_classes: int):
+    """(init_fn(sample_x) -> state, train_step) for `cfg`: the one place that hands the config's sections
+    down to the optimizer, the state and the step (benchmarks and tests build theirs here too)."""
+    cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
+    cycle_budget = max(1, int(cfg.al.budget) * len(acquisition.parse_selectors(cfg.al.selectors)))
+    schedule = make_schedule(float(cfg.train.lr), cycles, int(cfg.train.warmup_steps))
+    tx = make_optimizer(schedule, momentum=cfg.train.momentum, nesterov=cfg.train.nesterov,
+                        weight_decay=cfg.train.weight_decay)
+    threshold = get_threshold(cfg.ssl.threshold)
+    tcfg = threshold_config(cfg.ssl, cycle_budget=cycle_budget)
+
+    def init_fn(sample_x):
+        return init_state(model, tx, sample_x, seed=int(cfg.seed), num_train=num_train,
+                          num_classes=num_classes, threshold=threshold, tcfg=tcfg)
+
+    step = make_train_step(model, tx, schedule, ssl=cfg.ssl, aug=cfg.aug, kind=kind, mean=mean, std=std,
+                           seed=int(cfg.seed), ema_decay=float(cfg.train.ema_decay), cycle_budget=cycle_budget)
+    return init_fn, step
+
+
+def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
+    """The latest checkpoint's (state, book), or a fresh state and the initial split."""
+    cfg, ds = r.cfg, r.ds
+    sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
+    state = jax.jit(lambda: init_fn(sample), out_shardings=r.rep)()
+    restored = r.ckpt.restore(state)
+    if restored is not None:
+        step, state, meta = restored
+        book = Book.from_json(meta)
+        r.say(f"resuming from step {step} (cycle {book.cycle}, phase {book.phase}) in {r.workdir}")
+    else:
+        split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds, int(cfg.seed)))
+        book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
+                    config=cfg.to_dict())
+    r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl",
+                                       resume_step=restored[0] if restored else None)
+    return state, book
 
 
 # ======================================================================================================
-# Evaluation (pad + mask, replicated outputs so every process sees all rows)
+# The loop
 # ======================================================================================================
-def evaluate_split(predict_probs, variables, x: np.ndarray, y: np.ndarray, num_classes: int, batch: int,
-                   mesh) -> dict:
-    probs = []
-    for s in range(0, len(x), batch):
-        xb, mask = parallel.pad_rows(x[s:s + batch], batch)
-        p = predict_probs(variables, parallel.put_global(xb, mesh))
-        probs.append(np.asarray(jax.device_get(p))[mask])
-    return classification_metrics(np.concatenate(probs), y, num_classes)
+def run(cfg, workdir: str) -> dict:
+    """Train (and, with al.cycles > 0, actively annotate) as `cfg` says, in `workdir`; rerun to resume."""
+    t_start = time.time()
+    defaults.validate(cfg)
+    parallel.init_distributed(cfg.parallel)
+    r, init_fn = setup(cfg, Path(workdir), t_start)
+    try:
+        state, book = restore_or_start(r, init_fn)
+        while book.phase != "done":
+            if book.phase == "train":
+                state = train_cycle(r, state, book)
+                state = finish_cycle(r, state, book)
+            elif not acquire(r, state, book):
+                r.ckpt.wait()
+                return {"status": "waiting_for_labels", "cycle": book.cycle}
+        r.ckpt.wait()
+        return summarize(r, book, int(state["step"]))
+    finally:
+        r.close()
+
+
+# ======================================================================================================
+# The loop's steps
+# ======================================================================================================
+class LateMetrics:
+    """Train metrics fetched one step late, so the host never blocks on the step it just dispatched."""
+
+    def __init__(self, writer, bar, cycle: int, n_labeled: int):
+        self.writer, self.bar, self.tags = writer, bar, {"cycle": cycle, "labeled": n_labeled}
+        self.pending, self.last = None, {}
+
+    def hold(self, step: int, metrics: dict) -> None:
+        self.pending = (step, metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        step, m = self.pending
+        self.pending = None
+        vals = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
+        if any(math.isnan(v) for v in vals.values()):
+            self.bar.close()  # the error line must be the last thing on stderr
+            raise UserError(f"training diverged at step {step} (NaN loss); lower --config.train.lr or check "
+                            f"the input data for extreme values")
+        self.writer.write(step, {**vals, **self.tags})
+        self.last = vals
+        post = {"loss": f"{vals['train/loss']:.3f}"}
+        if "train/mask_rate" in vals:
+            post.update(mask=f"{vals['train/mask_rate']:.2f}", tau=f"{vals['train/threshold']:.3f}")
+        self.bar.update(0, **post)
+
+
+def batch_maker(r: Run, book: Book):
+    """step -> host batch for the current cycle: a pure function of (seed, cycle, step)."""
+    ds, seed, cycle = r.ds, int(r.cfg.seed), book.cycle
+    labeled = np.asarray(book.labeled, np.int64)
+    unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), labeled)
+    labels = book.labels(ds.train_y)
+    B = int(r.cfg.train.batch_size)
+    uB = int(r.cfg.ssl.uratio) * B
+    start = r.cycles.start_step(cycle)
+    use_u = uses_unlabeled(r.cfg.ssl)
+
+    def make_batch(s: int) -> dict:
+        il = rows_for_step(labeled, B, s - start, seed=seed, cycle=cycle, stream=0)
+        b = {"xl": ds.train_x[il], "yl": labels[il]}
+        if use_u:
+            iu = rows_for_step(unlabeled, uB, s - start, seed=seed, cycle=cycle, stream=1)
+            b.update(xu=ds.train_x[iu], iu=iu.astype(np.int32), yu=ds.train_y[iu].astype(np.int32))
+        return b
+
+    return make_batch, len(unlabeled)
+
+
+def best_variables(state: dict, book: Book) -> dict:
+    """The cycle's best-by-validation EMA weights (the EMA weights before any validation)."""
+    return state["best"] if book.best_val is not None else ema_variables(state)
+
+
+def evaluate(r: Run, variables: dict, split: str) -> tuple[dict, np.ndarray]:
+    x, y = getattr(r.ds, f"{split}_x"), getattr(r.ds, f"{split}_y")
+    probs = predict_split(r.predict_probs, variables, x, batch=r.eval_batch, mesh=r.mesh)
+    return classification_metrics(probs, y, r.ds.num_classes), probs
 
 
 def scalars(prefix: str, metrics: dict) -> dict:
     return {f"{prefix}/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def train_cycle(r: Run, state: dict, book: Book) -> dict:
+    """Train the current cycle to its end step: log, validate, checkpoint, honour signals."""
+    t = r.cfg.train
+    labels = book.labels(r.ds.train_y)
+    state = set_cycle_inputs(state, np.asarray(book.labeled), labels, book.n_latest, r.ds.num_classes, r.rep)
+    make_batch, n_unlabeled = batch_maker(r, book)
+    step, end = int(state["step"]), r.cycles.end_step(book.cycle)
+    r.say(f"cycle {book.cycle}: {len(book.labeled)} labeled, {n_unlabeled} unlabeled, steps {step}->{end}")
+    bar = reporting.Progress(total=end, initial=step, desc=f"cycle {book.cycle}")
+    late = LateMetrics(r.writer, bar, book.cycle, len(book.labeled))
+    for s, batch in parallel.prefetch(make_batch, range(step, end), r.mesh):
+        state, m = r.train_step(state, batch)
+        late.flush()  # the previous logged step's metrics, now ready
+        step = s + 1
+        bar.update(1)
+        if step % int(t.log_every) == 0 or step == end:
+            late.hold(step, m)
+        if step % int(t.eval_every) == 0 or step == end:
+            late.flush()
+            state = validate(r, state, book, step, bar)
+        if step % int(r.cfg.checkpoint.every_steps) == 0 and step != end:
+            late.flush()  # a logged row must never be older than the checkpoint
+            r.save(step, state, book)
+        if step != end and r.should_stop(step, int(t.log_every)):
+            late.flush()
+            r.save(step, state, book)
+            bar.close()
+            raise r.interrupt(step)
+    late.flush()
+    bar.close()
+    book.tau = late.last.get("train/threshold", book.tau)
+    return state
+
+
+def validate(r: Run, state: dict, book: Book, step: int, bar) -> dict:
+    """Validation macro-F1 of the EMA weights; keep them as the cycle's best when they improve it."""
+    val, _ = evaluate(r, ema_variables(state), "val")
+    if book.best_val is None or val["macro_f1"] > book.best_val:
+        book.best_val = val["macro_f1"]
+        state = snapshot_best(state)
+    r.writer.write(step, {**scalars("eval", val), "cycle": book.cycle, "labeled": len(book.labeled)})
+    bar.update(0, val_f1=f"{val['macro_f1']:.3f}")
+    return state
+
+
+def finish_cycle(r: Run, state: dict, book: Book) -> dict:
+    """Test the best-by-val weights, record the cycle, write its plots, decide what comes next, save."""
+    step = int(state["step"])
+    variables = best_variables(state, book)
+    test, test_probs = evaluate(r, variables, "test")
+    val, _ = evaluate(r, variables, "val")
+    compiles = {**r.compiles, "scorer": r.scorer.compiles}
+    book.history.append({"cycle": book.cycle, "labeled": len(book.labeled), "step": step,
+                         "n_active": len(book.oracle_labels), "test": test, "val": val, "compiles": compiles})
+    r.writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": book.cycle,
+                          "labeled": len(book.labeled), "compiles/train_step": compiles["train_step"],
+                          "compiles/scorer": compiles["scorer"]})
+    r.say(f"cycle {book.cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, accuracy "
+          f"{test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(book.labeled)} labels)")
+    if parallel.is_main_process():
+        write_cycle_plots(r, book, test_probs)
+    book.phase = "acquire" if book.cycle < int(r.cfg.al.cycles) else "done"
+    r.save(step, state, book)
+    if book.phase != "done" and r.should_stop(step):
+        raise r.interrupt(step)
+    return state
+
+
+def write_cycle_plots(r: Run, book: Book, test_probs: np.ndarray) -> None:
+    if int(r.cfg.al.cycles) > 0:
+        reporting.plot_learning_curve(r.workdir / "learning_curve.png", [
+            {"labeled": h["labeled"], "test/macro_f1": h["test"]["macro_f1"]} for h in book.history])
+
+
+def acquire(r: Run, state: dict, book: Book) -> bool:
+    """Score the pool, ask the oracle, grow the labeled set. False = waiting for a person's labels.
+
+    No save after the answers: the next periodic save records the new labeled set; a run killed before it
+    resumes from the 'acquire' checkpoint and recomputes the same picks deterministically."""
+    ds, n = r.ds, len(r.ds.train_y)
+    xs, valid = r.pool()
+    labeled = np.zeros(valid.shape, bool)
+    labeled[np.asarray(book.labeled)] = True
+    t0 = time.time()
+    key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
+    queries = acquisition.acquire(
+        r.scorer, best_variables(state, book), xs, parallel.put_global(valid & ~labeled, r.mesh),
+        parallel.put_global(labeled, r.mesh), key, num_classes=ds.num_classes, ids=ds.train_ids, tau=book.tau)
+    r.say(f"cycle {book.cycle}: scored {n} pool samples in {time.time() - t0:.1f}s, {len(queries)} picks "
+          f"({', '.join(sorted({q.selector for q in queries}))})")
+    oracle = make_oracle(r.cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
+                         class_names=ds.class_names, images=ds.train_x if ds.kind == "image" else None)
+    answers = parallel.on_process0(lambda: oracle.answer(book.cycle, queries, r.workdir))
+    answers = parallel.broadcast_answers(answers, [q.index for q in queries])
+    if answers is None:
+        return False
+    book.record_answers([dataclasses.asdict(q) for q in queries], answers)
+    return True
+
+
+def summarize(r: Run, book: Book, step: int) -> dict:
+    """summary.json (process 0) and the final report."""
+    last = book.history[-1]
+    summary = {"test": last["test"], "val": last["val"], "labeled": last["labeled"],
+               "n_active": len(book.oracle_labels), "steps": step, "cycles": book.history,
+               "picks": {str(c): p for c, p in book.picks.items()},
+               "devices": r.mesh.devices.size, "processes": jax.process_count(),
+               "backend": jax.default_backend(), "compiles": {**r.compiles, "scorer": r.scorer.compiles},
+               "config": r.cfg.to_dict(), "versions": versions(),
+               "wall_time_s": book.wall_time_s + time.time() - r.t_start}
+    if parallel.is_main_process():
+        reporting.write_json_atomic(r.workdir / "summary.json", reporting.to_jsonable(summary))
+        print_report(summary, r.ds, r.workdir)
+    return summary
 
 
 def versions() -> dict:
@@ -109,350 +418,7 @@ def versions() -> dict:
             "numpy": np.__version__}
 
 
-# ======================================================================================================
-# The run
-# ======================================================================================================
-def run(cfg, workdir: str) -> dict:
-    t_start = time.time()
-    validate_config(cfg)
-    parallel.init_distributed(cfg.parallel)
-    main_proc = parallel.is_main_process()
-    say = print if main_proc else (lambda *a, **k: None)
-    workdir = Path(workdir)
-
-    # ---------------------------------------------------------------- data
-    ds = load_dataset(cfg.data)
-    C = ds.num_classes
-    n_train = len(ds.train_y)
-    workdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
-    mesh = parallel.make_mesh()
-    n_dev = mesh.devices.size
-    B = int(cfg.train.batch_size)
-    uB = int(cfg.ssl.uratio) * B
-    parallel.check_divisible("train.batch_size", B, mesh)
-    eval_bs = -(-int(cfg.train.eval_batch_size) // n_dev) * n_dev
-    say(f"boostmis_jax: {ds.name} ({ds.kind}, {n_train} train / {len(ds.val_y)} val / {len(ds.test_y)} test, "
-        f"{C} classes) on {n_dev} {jax.default_backend()} device(s), {jax.process_count()} process(es)")
-
-    # ---------------------------------------------------------------- model, state, steps
-    model = build_model(cfg.model, C)
-    tx = make_optimizer(cfg)
-    sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
-    rep = parallel.replicated(mesh)
-    state = jax.jit(lambda: init_state(model, tx, sample, n_train, C, cfg), out_shardings=rep)()
-    thr = get_threshold(cfg.ssl.threshold)
-    use_u = thr.uses_unlabeled and float(cfg.ssl.lambda_u) > 0
-
-    compiles = {"train_step": 0, "predict": 0}
-    scorer = PoolScorer(model, ds)
-
-    def counted(name, fn):
-        def wrapper(*a):
-            compiles[name] += 1  # runs only while tracing
-            return fn(*a)
-        return wrapper
-
-    ckpt = Checkpointer(workdir, keep=int(cfg.checkpoint.keep))
-
-    # ---------------------------------------------------------------- restore
-    restored = ckpt.restore(state)
-    if restored is not None:
-        step0, state, meta = restored
-        say(f"resuming from step {step0} (cycle {meta['cycle']}, phase {meta['phase']}) in {workdir}")
-    else:
-        labeled = _shared_split(workdir, cfg, ds, main_proc)
-        meta = {"cycle": 0, "phase": "train", "labeled": [int(i) for i in labeled], "oracle_labels": {},
-                "picks": {}, "history": [], "best_val": None, "wall_time_s": 0.0}
-        step0 = 0
-    labels_eff = ds.train_y.astype(np.int32).copy()
-    for k, v in meta["oracle_labels"].items():
-        labels_eff[int(k)] = int(v)
-
-    train_step = jax.jit(counted("train_step", make_train_step(
-        model, tx, cfg, kind=ds.kind, num_classes=C, mean=ds.mean, std=ds.std)),
-        out_shardings=(rep, rep), donate_argnums=0)
-    predict = make_predict(model, ds.kind, ds.mean, ds.std)
-    predict_probs = jax.jit(counted("predict", lambda v, x: jax.nn.softmax(predict(v, x)[0], -1)),
-                            out_shardings=rep)
-    snapshot_best = jax.jit(lambda s: {**s, "best": {"params": s["ema_params"],
-                                                      "batch_stats": s["ema_batch_stats"]}},
-                            out_shardings=rep, donate_argnums=0)
-    ema_vars = lambda s: {"params": s["ema_params"], "batch_stats": s["ema_batch_stats"]}
-
-    writer = reporting.MetricsWriter(workdir / "metrics.jsonl", resume_step=step0 if restored else None)
-    stop = {"sig": None}
-
-    def on_signal(signum, frame):
-        stop["sig"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    wall0 = float(meta.get("wall_time_s", 0.0))
-
-    def save(step, state):
-        meta["wall_time_s"] = wall0 + time.time() - t_start
-        ckpt.save(step, state, meta)
-
-    try:
-        step = step0
-        while meta["phase"] != "done":
-            cycle = int(meta["cycle"])
-            labeled = np.asarray(meta["labeled"], np.int64)
-            state = set_cycle_inputs(state, labeled, labels_eff, len(meta["oracle_labels"]), C, rep)
-            # -------------------------------------------------------- train one cycle
-            if meta["phase"] == "train":
-                end = cycle_end_step(cfg, cycle)
-                start = cycle_end_step(cfg, cycle - 1) if cycle > 0 else 0
-                unlabeled = np.setdiff1d(np.arange(n_train), labeled)
-
-                def make_batch(s, labeled=labeled, unlabeled=unlabeled, start=start, cycle=cycle,
-                               seed=int(cfg.seed)):
-                    il = rows_for_step(labeled, B, s - start, seed=seed, cycle=cycle, stream=0)
-                    b = {"xl": ds.train_x[il], "yl": labels_eff[il]}
-                    if use_u:
-                        iu = rows_for_step(unlabeled, uB, s - start, seed=seed, cycle=cycle, stream=1)
-                        b.update(xu=ds.train_x[iu], iu=iu.astype(np.int32), yu=ds.train_y[iu].astype(np.int32))
-                    return b
-
-                say(f"cycle {cycle}: {len(labeled)} labeled, {len(unlabeled)} unlabeled, steps {step}->{end}")
-                bar = reporting.Progress(total=end, initial=step, desc=f"cycle {cycle}")
-                pending = None
-                for s, batch in parallel.prefetch(make_batch, range(step, end), mesh):
-                    state, m = train_step(state, batch)
-                    if pending is not None:  # metrics one step late: never block on the current step
-                        _log_train(writer, bar, *pending)
-                        pending = None
-                    step = s + 1
-                    bar.update(1)
-                    if step % int(cfg.train.log_every) == 0 or step == end:
-                        pending = (step, m, cycle, len(labeled))
-                    if step % int(cfg.train.eval_every) == 0 or step == end:
-                        if pending is not None:
-                            _log_train(writer, bar, *pending)
-                            pending = None
-                        val = evaluate_split(predict_probs, ema_vars(state), ds.val_x, ds.val_y, C, eval_bs, mesh)
-                        improved = meta["best_val"] is None or val["macro_f1"] > meta["best_val"]
-                        if improved:
-                            meta["best_val"] = val["macro_f1"]
-                            state = snapshot_best(state)
-                        writer.write(step, {**scalars("eval", val), "cycle": cycle, "labeled": len(labeled)})
-                        bar.update(0, val_f1=f"{val['macro_f1']:.3f}")
-                    if step % int(cfg.checkpoint.every_steps) == 0 and step != end:
-                        if pending is not None:  # a logged row must never be older than the checkpoint
-                            _log_train(writer, bar, *pending)
-                            pending = None
-                        save(step, state)
-                    if step != end and _should_stop(stop, step, int(cfg.train.log_every)):
-                        if pending is not None:
-                            _log_train(writer, bar, *pending)
-                        save(step, state)
-                        ckpt.wait()
-                        raise Interrupted(stop["sig"] or signal.SIGTERM, step)
-                bar.close()
-                # ---------------------------------------------------- end of cycle: test with best-by-val
-                best_vars = state["best"] if meta["best_val"] is not None else ema_vars(state)
-                test = evaluate_split(predict_probs, best_vars, ds.test_x, ds.test_y, C, eval_bs, mesh)
-                val = evaluate_split(predict_probs, best_vars, ds.val_x, ds.val_y, C, eval_bs, mesh)
-                row = {"cycle": cycle, "labeled": len(labeled), "step": step, "n_active": len(meta["oracle_labels"]),
-                       "test": test, "val": val,
-                       "compiles": {**compiles, "scorer": scorer.compiles}}
-                meta["history"].append(row)
-                writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": cycle,
-                                    "labeled": len(labeled), "compiles/train_step": compiles["train_step"],
-                                    "compiles/scorer": scorer.compiles})
-                say(f"cycle {cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, "
-                    f"accuracy {test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(labeled)} labels)")
-                if main_proc and int(cfg.al.cycles) > 0:
-                    reporting.plot_learning_curve(workdir / "learning_curve.png", [
-                        {"labeled": h["labeled"], "test/macro_f1": h["test"]["macro_f1"]} for h in meta["history"]])
-                meta["phase"] = "acquire" if cycle < int(cfg.al.cycles) else "done"
-                save(step, state)
-                if meta["phase"] != "done" and _should_stop(stop, step, 1):
-                    ckpt.wait()
-                    raise Interrupted(stop["sig"] or signal.SIGTERM, step)
-            # -------------------------------------------------------- acquire + oracle
-            if meta["phase"] == "acquire":
-                answered = _acquire(cfg, ds, state, meta, scorer, mesh, labels_eff, say, workdir)
-                if not answered:
-                    ckpt.wait()
-                    writer.close()
-                    return {"status": "waiting_for_labels", "cycle": cycle}
-                # No save here: the next periodic save records the new labeled set; a run killed before it
-                # resumes from the 'acquire' checkpoint and recomputes the same picks deterministically.
-        # ------------------------------------------------------------ summary
-        ckpt.wait()
-        last = meta["history"][-1]
-        summary = {"test": last["test"], "val": last["val"], "labeled": last["labeled"],
-                   "n_active": len(meta["oracle_labels"]), "steps": step, "cycles": meta["history"],
-                   "devices": n_dev, "processes": jax.process_count(), "backend": jax.default_backend(),
-                   "compiles": {**compiles, "scorer": scorer.compiles}, "config": cfg.to_dict(), "versions": versions(),
-                   "wall_time_s": wall0 + time.time() - t_start}
-        if main_proc:
-            reporting.write_json_atomic(workdir / "summary.json", reporting.to_jsonable(summary))
-            _print_report(summary, ds, workdir)
-        return summary
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        writer.close()
-        ckpt.close()
-
-
-# ======================================================================================================
-# Helpers of the loop
-# ======================================================================================================
-@jax.jit
-def _apply_cycle_inputs(state, is_labeled, n_active, p_target):
-    ssl = {**state["ssl"], "p_target": p_target}
-    thr = ssl["thr"]
-    if "memory" in thr:  # labeled rows leave the pool: C_t counts unlabeled samples only
-        ssl["thr"] = {**thr, "memory": jnp.where(is_labeled, -1, thr["memory"])}
-    return {**state, "n_active": n_active, "ssl": ssl}
-
-
-def set_cycle_inputs(state, labeled: np.ndarray, labels_eff: np.ndarray, n_active: int, num_classes: int, rep):
-    """What a cycle's labeled set feeds the step: N_A, the labeled class marginal (distribution alignment),
-    and the threshold memory with labeled rows removed. All state, so checkpoints and resumes carry it;
-    fixed shapes, so nothing recompiles."""
-    is_labeled = np.zeros(labels_eff.shape, bool)
-    is_labeled[labeled] = True
-    p_target = np.bincount(labels_eff[labeled], minlength=num_classes).astype(np.float32) / len(labeled)
-    args = jax.device_put((is_labeled, np.int32(n_active), p_target), rep)
-    return _apply_cycle_inputs(state, *args)
-
-
-def _should_stop(stop: dict, step: int, every: int) -> bool:
-    """A signal is acted on by all processes at the same step: one process alone saving (orbax needs all
-    of them) while the others enter the next step's collectives would deadlock a multi-host run."""
-    if jax.process_count() == 1:
-        return stop["sig"] is not None
-    if step % every:
-        return False
-    from jax.experimental import multihost_utils
-    flags = multihost_utils.process_allgather(np.int32(stop["sig"] is not None))
-    return bool(np.max(flags))
-
-
-def _log_train(writer, bar, step, m, cycle, n_labeled):
-    vals = {f"train/{k}": float(v) for k, v in jax.device_get(m).items()}
-    if any(math.isnan(v) for v in vals.values()):
-        raise UserError(f"training diverged at step {step} (NaN loss); lower --config.train.lr or check the "
-                        f"input data for extreme values")
-    writer.write(step, {**vals, "cycle": cycle, "labeled": n_labeled})
-    post = {"loss": f"{vals['train/loss']:.3f}"}
-    if "train/mask_rate" in vals:
-        post.update(mask=f"{vals['train/mask_rate']:.2f}", tau=f"{vals['train/threshold']:.3f}")
-    bar.update(0, **post)
-
-
-def _on_process0(fn):
-    """Run `fn` on process 0 only and tell every process whether it raised a UserError, so a bad input that
-    only process 0 reads (split file, filled-in query CSV) stops all processes with the same one line
-    instead of leaving the others waiting in the next collective."""
-    if jax.process_count() == 1:
-        return fn()
-    from jax.experimental import multihost_utils
-    out, err = None, None
-    if parallel.is_main_process():
-        try:
-            out = fn()
-        except UserError as e:
-            err = e
-    failed = np.asarray(multihost_utils.broadcast_one_to_all(np.int32(err is not None)))
-    if int(failed):
-        raise err if err is not None else UserError("process 0 stopped on bad input (its log has the line); "
-                                                    "fix it and re-run all processes")
-    return out
-
-
-def _shared_split(workdir: Path, cfg, ds, main_proc: bool) -> np.ndarray:
-    """Process 0 makes/loads and saves the split; every other process receives it by broadcast."""
-    labeled = _on_process0(lambda: ensure_split(workdir, cfg.data, ds, int(cfg.seed)))
-    if jax.process_count() == 1:
-        return labeled
-    from jax.experimental import multihost_utils
-    mask = np.zeros((len(ds.train_y),), np.int32)
-    if labeled is not None:
-        mask[labeled] = 1
-    mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
-    return np.flatnonzero(mask)
-
-
-def _acquire(cfg, ds, state, meta, scorer: PoolScorer, mesh, labels_eff, say, workdir) -> bool:
-    """Score the pool, ask the oracle, grow the labeled set. False = waiting for a person's labels."""
-    from boostmis_jax import acquisition
-
-    cycle = int(meta["cycle"])
-    n_train = len(ds.train_y)
-    labeled = np.zeros((n_train,), bool)
-    labeled[np.asarray(meta["labeled"])] = True
-    chunk = int(cfg.al.chunk)
-    x_pool, valid = parallel.pad_rows(ds.train_x, chunk * mesh.devices.size)
-    lab_pad = np.zeros(valid.shape, bool)
-    lab_pad[:n_train] = labeled
-    xs = scorer.preprocess(parallel.put_global(x_pool, mesh))
-    variables = state["best"] if meta["best_val"] is not None else {
-        "params": state["ema_params"], "batch_stats": state["ema_batch_stats"]}
-    t0 = time.time()
-    traces = scorer.traces
-    picks = acquisition.acquire(
-        scorer.apply_fn, variables, xs, parallel.put_global(valid & ~lab_pad, mesh),
-        parallel.put_global(lab_pad, mesh), jax.random.fold_in(jax.random.key(int(cfg.seed)), 10_000 + cycle),
-        selectors=selector_names(cfg), budget=int(cfg.al.budget), num_classes=ds.num_classes, cfg=cfg.al)
-    scorer.compiles += int(scorer.traces > traces)
-    say(f"cycle {cycle}: scored {n_train} pool samples in {time.time() - t0:.1f}s, {len(picks)} picks "
-        f"({', '.join(sorted({p['selector'] for p in picks}))})")
-    queries = [Query(index=int(p["index"]), id=ds.train_ids[int(p["index"])], selector=p["selector"],
-                     score=float(p["score"]), predicted=int(p["predicted"])) for p in picks]
-    oracle = make_oracle(cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
-                         class_names=ds.class_names, images=ds.train_x if ds.kind == "image" else None)
-    answers = _on_process0(lambda: oracle.answer(cycle, queries, workdir))
-    if jax.process_count() > 1:
-        answers = _broadcast_answers(answers, queries)
-    if answers is None:
-        return False
-    for q in queries:
-        labels_eff[q.index] = answers[q.index]
-        meta["oracle_labels"][str(q.index)] = int(answers[q.index])
-    meta["picks"][str(cycle)] = [{**p, "index": int(p["index"]), "label": int(answers[int(p["index"])])}
-                                 for p in picks]
-    meta["labeled"] = sorted(set(meta["labeled"]) | {q.index for q in queries})
-    meta["cycle"] = cycle + 1
-    meta["phase"] = "train"
-    meta["best_val"] = None
-    return True
-
-
-class PoolScorer:
-    """Per-run pool-scoring pieces with stable identities: the jitted scorer is cached on `apply_fn`, so one
-    object for the whole run means one compile, and `compiles` counts how many acquisitions traced it.
-    (Kept per run, not in a module-level cache keyed by id(model): ids are reused after garbage collection.)"""
-
-    def __init__(self, model, ds):
-        predict = make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True)
-        self.preprocess = jax.jit(make_preprocess(ds.kind, ds.mean, ds.std))
-        self.traces = 0
-        self.compiles = 0
-
-        def apply_fn(variables, x):
-            self.traces += 1  # runs only while the scorer is being traced
-            return predict(variables, x)
-
-        self.apply_fn = apply_fn
-
-
-def _broadcast_answers(answers, queries):
-    from jax.experimental import multihost_utils
-    arr = np.zeros((len(queries) + 1,), np.int32)  # [answered?, label of each query]
-    if answers is not None:
-        arr[0] = 1
-        arr[1:] = [answers[q.index] for q in queries]
-    arr = np.asarray(multihost_utils.broadcast_one_to_all(arr))
-    if not arr[0]:
-        return None
-    return {q.index: int(a) for q, a in zip(queries, arr[1:], strict=True)}
-
-
-def _print_report(summary, ds, workdir) -> None:
+def print_report(summary: dict, ds, workdir: Path) -> None:
     t = summary["test"]
     print("\n" + "=" * 72)
     print(f"BoostMIS final report -- {ds.name}, {summary['labeled']} labels, {summary['steps']} steps, "

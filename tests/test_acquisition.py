@@ -9,20 +9,33 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from boostmis_jax.acquisition import (
-    SCORERS,
+    SELECTORS,
     acquire,
     coreset_select,
     knn_density,
-    pool_outputs,
-    score_pool,
+    make_scorer,
     select,
-    vat_scores,
 )
 from boostmis_jax.acquisition.layout import infer_shards
 from boostmis_jax.acquisition.vat import VatParams, forward_and_vat, normalize_per_sample, per_row_normal
+from boostmis_jax.defaults import get_config
 from boostmis_jax.errors import UserError
 
 ALL = ("aus", "bus", "random", "entropy", "margin", "least_confidence", "coreset")
+AL = get_config().al
+
+
+def scorer(apply_fn, selectors, budget=10, **over):
+    """A scorer with the config defaults, every unlabeled row a candidate unless `candidates` is given."""
+    kw = {"chunk": AL.chunk, "knn_k": AL.knn_k, "knn_block": AL.knn_block, "vat_xi": AL.vat_xi,
+          "vat_eps": AL.vat_eps, "vat_ip": AL.vat_ip, "density": AL.density, "candidates": "all", **over}
+    return make_scorer(apply_fn, selectors=selectors, budget=budget, **kw)
+
+
+def vat_scores(apply_fn, v, x, valid, key, *, xi, eps, ip, chunk):
+    out = scorer(apply_fn, ("aus",), chunk=chunk, vat_xi=xi, vat_eps=eps, vat_ip=ip)(
+        v, x, valid, np.zeros(x.shape[0], bool), key)
+    return out["scores"]["aus"]
 
 
 # ---------------------------------------------------------------- tiny models (numpy twins in float64)
@@ -133,7 +146,7 @@ def test_vat_scores_beat_random_directions_and_ignore_chunking():
     # per-sample RNG from fold_in(key, row): another chunking gives the same numbers; invalid rows score 0
     other = np.asarray(vat_scores(mlp_apply, v, x, valid, jax.random.key(8), chunk=16, **kw))
     np.testing.assert_allclose(score, other, rtol=1e-5, atol=1e-8)
-    assert score[15] == 0 and np.all(score[:15] > 0)
+    assert score[15] == -np.inf and np.all(score[:15] > 0)
 
     @jax.jit
     def random_kl(dirs):
@@ -163,15 +176,16 @@ def test_pool_outputs_match_direct_forward():
     v = make_mlp(jax.random.key(12))
     x = jax.random.normal(jax.random.key(13), (24, 6))
     valid = jnp.arange(24) < 20
-    out = pool_outputs(mlp_apply, v, x, valid, chunk=8)
+    out = scorer(mlp_apply, ("entropy",), chunk=8)(v, x, valid, np.zeros(24, bool), jax.random.key(0))
     logits, emb = mlp_apply(v, x)
-    np.testing.assert_allclose(out["logits"][:20], logits[:20], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out["emb"][:20], emb[:20], rtol=1e-5, atol=1e-6)
     p = np.asarray(jax.nn.softmax(logits[:20]))
-    np.testing.assert_allclose(out["entropy"][:20], -(p * np.log(p)).sum(1), rtol=1e-5, atol=1e-6)
-    assert np.all(np.asarray(out["emb"])[20:] == 0) and np.all(np.asarray(out["entropy"])[20:] == 0)
+    np.testing.assert_allclose(out["probs"][:20], p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["emb"][:20], emb[:20], rtol=1e-5, atol=1e-6)
+    ent = np.asarray(out["scores"]["entropy"])
+    np.testing.assert_allclose(ent[:20], -(p * np.log(p)).sum(1), rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(out["emb"])[20:] == 0) and np.all(ent[20:] == -np.inf)
     with pytest.raises(UserError, match="al.chunk"):
-        pool_outputs(mlp_apply, v, x, valid, chunk=5)
+        scorer(mlp_apply, ("entropy",), chunk=5)(v, x, valid, np.zeros(24, bool), jax.random.key(0))
 
 
 # ---------------------------------------------------------------- kNN density
@@ -223,8 +237,8 @@ def test_bus_prefers_dense_region_at_equal_entropy():
     logits[[0, 14], 0] = 0.5  # rows 0 (dense) and 14 (isolated): same, highest entropy
     x = jnp.asarray(np.concatenate([logits, emb], 1))
     cand = np.ones(16, bool)
-    out = score_pool(direct_apply, jnp.float32(1.0), x, cand, np.zeros(16, bool), jax.random.key(0),
-                     selectors=("bus", "entropy"), cfg={"chunk": 8, "knn_k": 3, "knn_block": 8})
+    out = scorer(direct_apply, ("bus", "entropy"), chunk=8, knn_k=3, knn_block=8, density="cosine")(
+        jnp.float32(1.0), x, cand, np.zeros(16, bool), jax.random.key(0))
     ent, bus = np.asarray(out["scores"]["entropy"]), np.asarray(out["scores"]["bus"])
     assert ent[0] == pytest.approx(ent[14])
     assert bus[0] > bus[14] and np.argmax(bus) == 0
@@ -290,13 +304,11 @@ def test_acquire_coreset_follows_greedy_order_and_its_scores_rank_the_same():
     labeled[:6] = True
     cand = ~labeled
     cand[60:] = False  # padding
-    cfg = {"chunk": 16}
-    picks = acquire(direct_apply, jnp.float32(1.0), jnp.asarray(x), cand, labeled, jax.random.key(0),
-                    selectors=("coreset",), budget=6, num_classes=2, cfg=cfg)
+    sc = scorer(direct_apply, ("coreset",), budget=6, chunk=16)
+    picks = acquire(sc, jnp.float32(1.0), jnp.asarray(x), cand, labeled, jax.random.key(0), num_classes=2)
     ref = np_kcenter(x[:, 2:], cand, labeled, 6)
-    assert [e["index"] for e in picks] == ref
-    out = score_pool(direct_apply, jnp.float32(1.0), jnp.asarray(x), cand, labeled, jax.random.key(0),
-                     selectors=("coreset",), cfg=cfg, budget=6)
+    assert [q.index for q in picks] == ref
+    out = sc(jnp.float32(1.0), jnp.asarray(x), cand, labeled, jax.random.key(0))
     score = np.asarray(out["scores"]["coreset"])
     assert np.argsort(-score, kind="stable")[:6].tolist() == ref
 
@@ -332,14 +344,16 @@ def test_select_union_dedup_and_never_non_candidates():
 
 
 def test_user_errors():
-    x = jnp.zeros((8, 6))
+    from boostmis_jax.defaults import validate
     with pytest.raises(UserError, match="al.selectors"):
-        score_pool(mlp_apply, make_mlp(jax.random.key(0)), x, np.ones(8, bool), np.zeros(8, bool),
-                   jax.random.key(0), selectors=("nope",), cfg={"chunk": 8})
+        scorer(mlp_apply, ("nope",))
+    with pytest.raises(UserError, match="repeats"):
+        scorer(mlp_apply, "aus+aus")
+    cfg = get_config()
+    cfg.al.vat_ip = -1
     with pytest.raises(UserError, match="al.vat_ip"):
-        score_pool(mlp_apply, make_mlp(jax.random.key(0)), x, np.ones(8, bool), np.zeros(8, bool),
-                   jax.random.key(0), selectors=("aus",), cfg={"chunk": 8, "vat_ip": -1})
-    assert set(ALL) <= set(SCORERS)
+        validate(cfg)
+    assert set(ALL) <= set(SELECTORS)
 
 
 # ---------------------------------------------------------------- sharding + compile cache
@@ -357,13 +371,13 @@ def test_score_pool_sharded_over_8_devices_equals_single_device():
     v = make_mlp(jax.random.key(20))
     chunk, n = 4, 8 * 4 * 3
     x, cand, labeled = _pool(90, n)
-    cfg = {"chunk": chunk, "knn_block": 8, "knn_k": 5, "vat_ip": 1}
     key = jax.random.key(3)
-    one = score_pool(mlp_apply, v, jnp.asarray(x), cand, labeled, key, selectors=ALL, cfg=cfg, budget=10)
+    sc = scorer(mlp_apply, ALL, budget=10, chunk=chunk, knn_block=8, knn_k=5, vat_ip=1, vat_eps=1.0)
+    one = sc(v, jnp.asarray(x), cand, labeled, key)
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
     xs, cs, ls = (jax.device_put(a, sharding) for a in (x, cand, labeled))
     assert infer_shards(xs, chunk) == 8
-    many = score_pool(mlp_apply, v, xs, cs, ls, key, selectors=ALL, cfg=cfg, budget=10)
+    many = sc(v, xs, cs, ls, key)
     assert len(many["scores"]["aus"].sharding.device_set) == 8
     for name in ALL:
         a, b = np.asarray(one["scores"][name]), np.asarray(many["scores"][name])
@@ -375,11 +389,10 @@ def test_score_pool_sharded_over_8_devices_equals_single_device():
     vat = np.asarray(vat_scores(mlp_apply, v, xs, cs | ls, key, xi=1e-6, eps=1.0, ip=1, chunk=chunk))
     np.testing.assert_allclose(vat[cand], np.asarray(one["scores"]["aus"])[cand], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(np.asarray(one["coreset_idx"]), np.asarray(many["coreset_idx"]))
-    kw = {"selectors": ALL, "budget": 10, "num_classes": 3, "cfg": cfg}
-    p1 = acquire(mlp_apply, v, jnp.asarray(x), cand, labeled, key, **kw)
-    p8 = acquire(mlp_apply, v, xs, cs, ls, key, **kw)
-    assert [(e["index"], e["selector"]) for e in p1] == [(e["index"], e["selector"]) for e in p8]
-    idx = [e["index"] for e in p8]
+    p1 = acquire(sc, v, jnp.asarray(x), cand, labeled, key, num_classes=3)
+    p8 = acquire(sc, v, xs, cs, ls, key, num_classes=3)
+    assert [(e.index, e.selector) for e in p1] == [(e.index, e.selector) for e in p8]
+    idx = [e.index for e in p8]
     assert len(idx) == len(set(idx)) and all(cand[i] for i in idx) and len(idx) >= 10
 
 
@@ -391,15 +404,81 @@ def test_score_pool_does_not_recompile_for_new_masks_or_weights():
         return mlp_apply(v, x)
 
     x, cand, labeled = _pool(60, 64, seed=1)
-    cfg = {"chunk": 16, "knn_block": 16, "knn_k": 4}
-    kw = {"selectors": ("aus", "bus", "coreset"), "budget": 5, "num_classes": 3, "cfg": cfg}
+    sc = scorer(apply_fn, ("aus", "bus", "coreset"), budget=5, chunk=16, knn_block=16, knn_k=4)
     x = jnp.asarray(x)
-    first = acquire(apply_fn, make_mlp(jax.random.key(0)), x, cand, labeled, jax.random.key(0), **kw)
+    first = acquire(sc, make_mlp(jax.random.key(0)), x, cand, labeled, jax.random.key(0), num_classes=3)
     n_traces = len(traces)
-    assert n_traces > 0
+    assert n_traces > 0 and sc.compiles == 1
     cand2, labeled2 = cand.copy(), labeled.copy()
     for e in first:
-        cand2[e["index"]], labeled2[e["index"]] = False, True
-    second = acquire(apply_fn, make_mlp(jax.random.key(1)), x, cand2, labeled2, jax.random.key(1), **kw)
-    assert len(traces) == n_traces
-    assert not {e["index"] for e in first} & {e["index"] for e in second}
+        cand2[e.index], labeled2[e.index] = False, True
+    second = acquire(sc, make_mlp(jax.random.key(1)), x, cand2, labeled2, jax.random.key(1), num_classes=3,
+                     tau=0.5)
+    assert len(traces) == n_traces and sc.compiles == 1
+    assert not {e.index for e in first} & {e.index for e in second}
+
+
+# ---------------------------------------------------------------- issue 13: degree density, low-confidence pool
+def brute_degree(emb, valid, k):
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = e @ e.T
+    rows = np.flatnonzero(valid)
+    nbrs = {}
+    for i in rows:
+        others = [j for j in rows if j != i]
+        nbrs[i] = set(np.asarray(others)[np.argsort(-sim[i, others], kind="stable")[:k]].tolist())
+    out = np.zeros(len(emb))
+    for i in rows:
+        out[i] = len(nbrs[i] | {j for j in rows if i in nbrs[j]}) / (2 * k)
+    return out
+
+
+@pytest.mark.parametrize("n,block,k", [(96, 16, 4), (40, 8, 7)])
+def test_degree_density_matches_brute_force_graph(n, block, k):
+    rng = np.random.default_rng(n)
+    emb = rng.normal(size=(n, 5)).astype(np.float32)
+    valid = rng.random(n) > 0.25
+    got = np.asarray(knn_density(jnp.asarray(emb), jnp.asarray(valid), k=k, block=block, kind="degree"))
+    np.testing.assert_allclose(got, brute_degree(emb.astype(np.float64), valid, k), atol=1e-6)
+
+
+def test_bus_degree_density_ranks_dense_over_isolated_at_equal_entropy():
+    """The default density: a row inside a cluster is many rows' neighbour; an isolated one is nobody's."""
+    rng = np.random.default_rng(1)
+    cluster = np.array([1.0, 0.0, 0.0]) + 0.05 * rng.normal(size=(28, 3))
+    far = np.array([[-1.0, 0.2, 0.0], [0.0, -1.0, 0.3], [0.0, 0.1, -1.0], [-0.6, -0.6, 0.2]])
+    emb = np.concatenate([cluster, far]).astype(np.float32)
+    logits = np.zeros((32, 2), np.float32)
+    logits[:, 0] = 3.0
+    logits[[0, 28], 0] = 0.5  # row 0 (cluster centre-ish) and row 28 (isolated): equal, highest entropy
+    emb[0] = [1.0, 0.0, 0.0]
+    x = jnp.asarray(np.concatenate([logits, emb], 1))
+    out = scorer(direct_apply, ("bus", "entropy"), chunk=8, knn_k=4, knn_block=8)(
+        jnp.float32(1.0), x, np.ones(32, bool), np.zeros(32, bool), jax.random.key(0))
+    ent, bus = np.asarray(out["scores"]["entropy"]), np.asarray(out["scores"]["bus"])
+    assert ent[0] == pytest.approx(ent[28])
+    assert bus[0] > bus[28] and np.argmax(bus) == 0
+
+
+def test_low_confidence_candidates_and_fill_with_least_confident():
+    # confidences of 16 rows set through logits: rows 0..3 below 0.7, the rest confident
+    n = 16
+    logits = np.zeros((n, 2), np.float32)
+    logits[:, 0] = np.linspace(0.1, 4.0, n)
+    emb = np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32)
+    x = jnp.asarray(np.concatenate([logits, emb], 1))
+    conf = np.asarray(jax.nn.softmax(jnp.asarray(logits))).max(1)
+    labeled = np.zeros(n, bool)
+    labeled[1] = True
+    sc = scorer(direct_apply, ("entropy",), budget=2, chunk=8, candidates="low_confidence")
+    out = sc(jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), 0.7)
+    cand = np.asarray(out["candidate"])
+    assert cand.tolist() == ((conf < 0.7) & ~labeled).tolist() and cand.sum() >= 2
+    # fewer than the budget below tau: the least confident unlabeled rows fill up to the budget
+    sc4 = scorer(direct_apply, ("entropy", "margin"), budget=3, chunk=8, candidates="low_confidence")
+    out = sc4(jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), 0.6)
+    cand = np.asarray(out["candidate"])
+    least = [i for i in np.argsort(conf, kind="stable") if not labeled[i]][:6]
+    assert sorted(np.flatnonzero(cand).tolist()) == sorted(least)
+    picks = acquire(sc4, jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), num_classes=2, tau=0.6)
+    assert len(picks) == 6 and all(cand[q.index] for q in picks)

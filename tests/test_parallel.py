@@ -17,8 +17,7 @@ from boostmis_jax.defaults import get_config
 from boostmis_jax.errors import UserError
 from boostmis_jax.models import build_model
 from boostmis_jax.sampling import rows_for_step
-from boostmis_jax.state import init_state, make_optimizer
-from boostmis_jax.steps import make_train_step
+from boostmis_jax.train import build_training
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-4, 1e-5
@@ -57,11 +56,12 @@ def run_steps(devices, n_steps=N_STEPS):
     x, y = digits_like()
     labeled, unlabeled = np.arange(24), np.arange(24, len(x))
     model = build_model(cfg.model, C)
-    tx = make_optimizer(cfg)
+    init_fn, step_fn = build_training(cfg, model, kind="image", mean=(0.5,), std=(0.25,), num_train=len(x),
+                                      num_classes=C)
     mesh = parallel.make_mesh(devices)
     rep = parallel.replicated(mesh)
-    state = jax.jit(lambda: init_state(model, tx, jnp.zeros((1, 8, 8, 1)), len(x), C, cfg), out_shardings=rep)()
-    step = jax.jit(make_train_step(model, tx, cfg, kind="image", num_classes=C, mean=(0.5,), std=(0.25,)), out_shardings=(rep, rep))
+    state = jax.jit(lambda: init_fn(jnp.zeros((1, 8, 8, 1))), out_shardings=rep)()
+    step = jax.jit(step_fn, out_shardings=(rep, rep))
 
     def make_batch(s):
         il = rows_for_step(labeled, B, s, seed=0, cycle=0, stream=0)

@@ -1,28 +1,34 @@
 """Informative active annotation: score the unlabeled pool in one jitted pass, pick a budget per selector.
 
-Selectors (registry SCORERS): aus (VAT instability), bus (density-weighted entropy, class-balanced picks),
-random, entropy, margin, least_confidence, coreset (greedy k-center). The AL loop calls `acquire`.
+Selectors (registry SELECTORS): aus (VAT instability), bus (density-weighted entropy, class-balanced picks),
+random, entropy, margin, least_confidence, coreset (greedy k-center). The loop builds one scorer per run
+(`make_scorer`) and calls `acquire` each cycle.
 """
-from boostmis_jax.acquisition.config import DEFAULTS, AcqConfig, read_config
 from boostmis_jax.acquisition.coreset import coreset_select
 from boostmis_jax.acquisition.density import knn_density
-from boostmis_jax.acquisition.pool import pool_outputs, vat_scores
-from boostmis_jax.acquisition.scorers import SCORERS, PoolContext, register_scorer
-from boostmis_jax.acquisition.scoring import score_pool
+from boostmis_jax.acquisition.scoring import (
+    CANDIDATES,
+    DENSITIES,
+    SELECTORS,
+    PoolContext,
+    Scorer,
+    make_scorer,
+    parse_selectors,
+    register_selector,
+)
 from boostmis_jax.acquisition.selection import acquire, select
 
 __all__ = [
-    "DEFAULTS",
-    "SCORERS",
-    "AcqConfig",
+    "CANDIDATES",
+    "DENSITIES",
+    "SELECTORS",
     "PoolContext",
+    "Scorer",
     "acquire",
     "coreset_select",
     "knn_density",
-    "pool_outputs",
-    "read_config",
-    "register_scorer",
-    "score_pool",
+    "make_scorer",
+    "parse_selectors",
+    "register_selector",
     "select",
-    "vat_scores",
 ]

@@ -1,14 +1,14 @@
-"""Pool scores -> the oracle's shopping list (host side: K is small; the N-sized work is a few sorts)."""
+"""Pool scores -> the queries the oracle answers (host side: K is small; the N-sized work is a few sorts)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from boostmis_jax.acquisition.scorers import check_selectors, is_balanced, needs_of
-from boostmis_jax.acquisition.scoring import score_pool
-from boostmis_jax.errors import UserError
+from boostmis_jax.acquisition.scoring import Scorer, is_balanced, needs_of
+from boostmis_jax.oracle import Query
 from boostmis_jax.parallel import to_host
 
 
@@ -37,21 +37,16 @@ def balanced_top_k(score: np.ndarray, pred: np.ndarray, mask: np.ndarray, budget
 
 
 def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes: int,
-           selectors: tuple[str, ...], coreset_idx: Any = None) -> list[dict]:
+           selectors: Sequence[str], coreset_idx: Any = None) -> list[dict]:
     """Union of each selector's top-`budget` candidates (the paper: aus top-K  U  bus top-K).
 
     Selectors pick in `selectors` order and a later selector skips rows already taken, moving on to its next
     best, so every cycle annotates exactly budget * len(selectors) distinct rows (when the pool allows): that
-    keeps label counts equal when comparing selector sets, and N_A/(2K) in the threshold exact. A row that a
-    later selector also ranked in its own top-`budget` lists that selector in "selectors". Rows that are not candidates (labeled, padded, invalid) or score -inf/NaN are
-    never picked. Returns [{"index", "selector", "selectors", "score", "predicted"}] sorted by selector order,
-    then score desc, then index.
+    keeps label counts equal when comparing selector sets. A row that a later selector also ranked in its
+    own top-`budget` lists that selector in "selectors". Rows that are not candidates or score -inf/NaN are
+    never picked. Returns [{"index", "selector", "selectors", "score", "predicted"}] sorted by selector
+    order, then score desc, then index.
     """
-    selectors = check_selectors(selectors)
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
-        raise UserError(f"al.budget: got {budget!r}; expected an integer >= 0 (samples per selector)")
-    if num_classes < 1:
-        raise UserError(f"num_classes: got {num_classes!r}; expected an integer >= 1")
     cand = to_host(candidate).astype(bool)
     pred_np = to_host(pred).astype(np.int64)
     entries: dict[int, dict] = {}
@@ -74,8 +69,7 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes:
                     entries[i]["selectors"].append(name)
         taken = np.zeros_like(ranked_mask)
         taken[list(entries)] = True
-        picks = pick(ranked_mask & ~taken)
-        for i in picks:
+        for i in pick(ranked_mask & ~taken):
             if i not in entries:
                 entries[i] = {"index": int(i), "selector": name, "selectors": [name],
                               "score": float(score[i]), "predicted": int(pred_np[i])}
@@ -83,13 +77,15 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int, num_classes:
     return sorted(entries.values(), key=lambda e: (order[e["selector"]], -e["score"], e["index"]))
 
 
-def acquire(apply_fn: Any, variables: Any, x: jax.Array, candidate: Any, labeled: Any, key: jax.Array, *,
-            selectors: tuple[str, ...], budget: int, num_classes: int, cfg: Any) -> list[dict]:
-    """One AL round: score the pool on device (`score_pool`) and pick up to `budget` rows per selector."""
-    selectors = check_selectors(selectors)
-    # coreset ranks enough centers to back-fill rows the selectors before it already took
-    out = score_pool(apply_fn, variables, x, candidate, labeled, key, selectors=selectors, cfg=cfg,
-                     budget=int(budget) * len(selectors))
-    cand = to_host(candidate).astype(bool) & ~to_host(labeled).astype(bool)
-    return select(out["scores"], out["pred"], cand, budget=int(budget), num_classes=num_classes,
-                  selectors=selectors, coreset_idx=out.get("coreset_idx"))
+def acquire(scorer: Scorer, variables: Any, x: jax.Array, unlabeled: Any, labeled: Any, key: jax.Array, *,
+            num_classes: int, ids: Sequence[str] | None = None, tau: float = 1.0) -> list[Query]:
+    """One AL round: score the pool on device (one call) and pick up to `scorer.budget` rows per selector.
+
+    `ids` names rows for the oracle (default: the row index); each query carries the model's confidence."""
+    out = scorer(variables, x, unlabeled, labeled, key, tau)
+    picks = select(out["scores"], out["pred"], out["candidate"], budget=scorer.budget,
+                   num_classes=num_classes, selectors=scorer.selectors, coreset_idx=out.get("coreset_idx"))
+    conf = to_host(out["probs"]).max(axis=-1)
+    return [Query(index=p["index"], id=str(ids[p["index"]]) if ids is not None else str(p["index"]),
+                  selector=p["selector"], score=p["score"], predicted=p["predicted"],
+                  selectors=tuple(p["selectors"]), confidence=float(conf[p["index"]])) for p in picks]
