@@ -70,8 +70,7 @@ def measure(a: argparse.Namespace, devices) -> dict:
     from boostmis_jax import parallel
     from boostmis_jax.defaults import get_config
     from boostmis_jax.models import build_model
-    from boostmis_jax.state import init_state, make_optimizer
-    from boostmis_jax.steps import make_train_step
+    from boostmis_jax.train import build_training
 
     mesh = parallel.make_mesh(devices)
     n = mesh.devices.size
@@ -83,12 +82,13 @@ def measure(a: argparse.Namespace, devices) -> dict:
     if a.widths:
         cfg.model.widths = tuple(int(w) for w in a.widths.split(","))
     model = build_model(cfg.model, NUM_CLASSES)
-    tx = make_optimizer(cfg)
     num_train = max(4 * uB, 1024)
     shape = (a.image_size, a.image_size, a.channels)
     rep = parallel.replicated(mesh)
     sample = jnp.zeros((1,) + shape, jnp.float32)
-    state = jax.jit(lambda: init_state(model, tx, sample, num_train, NUM_CLASSES, cfg), out_shardings=rep)()
+    training = build_training(cfg, model, kind="image", mean=(0.5,) * a.channels, std=(0.25,) * a.channels,
+                              num_train=num_train, num_classes=NUM_CLASSES)
+    state = jax.jit(lambda: training.init(sample), out_shardings=rep)()
     rng = np.random.default_rng(0)
     batch = parallel.put_global({
         "xl": rng.integers(0, 256, (B,) + shape, dtype=np.uint8),
@@ -96,9 +96,7 @@ def measure(a: argparse.Namespace, devices) -> dict:
         "xu": rng.integers(0, 256, (uB,) + shape, dtype=np.uint8),
         "iu": rng.choice(num_train, uB, replace=False).astype(np.int32),
         "yu": rng.integers(0, NUM_CLASSES, uB).astype(np.int32)}, mesh)
-    step = jax.jit(make_train_step(model, tx, cfg, kind="image", num_classes=NUM_CLASSES,
-                                   mean=(0.5,) * a.channels, std=(0.25,) * a.channels),
-                   out_shardings=(rep, rep), donate_argnums=0)
+    step = jax.jit(training.step, out_shardings=(rep, rep), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

@@ -37,8 +37,8 @@ from boostmis_jax import parallel
 from boostmis_jax.augment import make_views
 from boostmis_jax.defaults import get_config
 from boostmis_jax.models import build_model
-from boostmis_jax.state import init_state, make_optimizer
-from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess, make_train_step
+from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess
+from boostmis_jax.train import build_training
 
 NUM_CLASSES = 10
 
@@ -133,16 +133,16 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     parallel.check_divisible("--batch", B, mesh)
     cfg = make_cfg(a, model_name, dtype)
     model = build_model(cfg.model, NUM_CLASSES)
-    tx = make_optimizer(cfg)
     num_train = max(4 * uB, 1024)
     mean = (0.5,) * a.channels
     std = (0.25,) * a.channels
+    training = build_training(cfg, model, kind="image", mean=mean, std=std, num_train=num_train,
+                              num_classes=NUM_CLASSES)
     rep = parallel.replicated(mesh)
     sample = jnp.zeros((1, a.image_size, a.image_size, a.channels), jnp.float32)
 
     def fresh_state() -> dict:
-        init = lambda: init_state(model, tx, sample, num_train, NUM_CLASSES, cfg)
-        return jax.jit(init, out_shardings=rep)()
+        return jax.jit(lambda: training.init(sample), out_shardings=rep)()
 
     ssl_state = fresh_state()
     # The bare step carries only what it updates (no EMA / threshold / best snapshot): that is the baseline.
@@ -152,8 +152,8 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     ssl_batch = parallel.put_global(ssl_batch, mesh)
     bare_batch = parallel.put_global(bare_batch, mesh)
 
-    ssl_fn = make_train_step(model, tx, cfg, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std)
-    bare_fn = make_bare_step(model, tx, cfg, kind="image", mean=mean, std=std)
+    ssl_fn = training.step
+    bare_fn = make_bare_step(model, training.tx, kind="image", mean=mean, std=std)
     ssl_jit = jax.jit(ssl_fn, out_shardings=(rep, rep), donate_argnums=0)
     bare_jit = jax.jit(bare_fn, out_shardings=(rep, rep), donate_argnums=0)
 
@@ -170,7 +170,8 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         # The same SSL step with every augmentation switched off: isolates threshold/EMA/loss cost from views.
         cfg_na = make_cfg(a, model_name, dtype)
         cfg_na.aug.flip, cfg_na.aug.pad_frac, cfg_na.aug.num_ops, cfg_na.aug.cutout = False, 0.0, 0, 0.0
-        na_fn = make_train_step(model, tx, cfg_na, kind="image", num_classes=NUM_CLASSES, mean=mean, std=std)
+        na_fn = build_training(cfg_na, model, kind="image", mean=mean, std=std, num_train=num_train,
+                               num_classes=NUM_CLASSES).step
         na_state = fresh_state()
         na_c = jax.jit(na_fn, out_shardings=(rep, rep), donate_argnums=0).lower(na_state, ssl_batch).compile()
         runners["ssl_noaug"] = (na_c, na_state, ssl_batch)
@@ -219,7 +220,7 @@ def profile_case(a: argparse.Namespace, cfg, mesh, ssl_batch: dict, bare_s: floa
     from boostmis_jax.augment import image as aug
 
     rep = parallel.replicated(mesh)
-    pre = make_preprocess("image", None, None)
+    pre = make_preprocess("image")
     views = make_views("image", cfg.aug)
     B, uB = a.batch, a.uratio * a.batch
     reps = max(3, a.steps)

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -134,8 +134,8 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
     selectors = acquisition.parse_selectors(cfg.al.selectors)
     cycle_budget = max(1, int(cfg.al.budget) * len(selectors))
-    init_fn, step_fn = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
-                                      num_train=len(ds.train_y), num_classes=ds.num_classes)
+    training = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
+                              num_train=len(ds.train_y), num_classes=ds.num_classes)
     compiles = {"train_step": 0, "predict": 0}
 
     def counted(name, fn):
@@ -152,19 +152,25 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
         vat_xi=cfg.al.vat_xi, vat_eps=cfg.al.vat_eps, vat_ip=cfg.al.vat_ip, density=cfg.al.density,
         candidates=cfg.al.candidates)
     r = Run(cfg=cfg, workdir=workdir, ds=ds, mesh=mesh, model=model, cycles=cycles, cycle_budget=cycle_budget,
-            train_step=jax.jit(counted("train_step", step_fn), out_shardings=(rep, rep), donate_argnums=0),
+            train_step=jax.jit(counted("train_step", training.step), out_shardings=(rep, rep), donate_argnums=0),
             predict_probs=jax.jit(counted("predict", lambda v, x: jax.nn.softmax(predict(v, x)[0], -1)),
                                   out_shardings=rep),
             scorer=scorer, writer=None, ckpt=Checkpointer(workdir, keep=int(cfg.checkpoint.keep)),
             compiles=compiles, t_start=t_start, say=say)
     r.old_handlers = {s: signal.signal(s, lambda signum, frame: r.stop.update(sig=signum))
                       for s in (signal.SIGTERM, signal.SIGINT)}
-    return r, init_fn
+    return r, training.init
 
 
-def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_classes: int):
-    """(init_fn(sample_x) -> state, train_step) for `cfg`: the one place that hands the config's sections
-    down to the optimizer, the state and the step (benchmarks and tests build theirs here too)."""
+class Training(NamedTuple):
+    tx: Any                      # the optimizer
+    init: Any                    # sample_x -> fresh state
+    step: Any                    # (state, batch) -> (state, metrics), not yet jitted
+
+
+def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_classes: int) -> Training:
+    """The optimizer, state initializer and SSL step for `cfg`: the one place that hands the config's
+    sections down to them (benchmarks and tests build theirs here too)."""
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
     cycle_budget = max(1, int(cfg.al.budget) * len(acquisition.parse_selectors(cfg.al.selectors)))
     schedule = make_schedule(float(cfg.train.lr), cycles, int(cfg.train.warmup_steps))
@@ -179,7 +185,7 @@ def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_clas
 
     step = make_train_step(model, tx, schedule, ssl=cfg.ssl, aug=cfg.aug, kind=kind, mean=mean, std=std,
                            seed=int(cfg.seed), ema_decay=float(cfg.train.ema_decay), cycle_budget=cycle_budget)
-    return init_fn, step
+    return Training(tx, init_fn, step)
 
 
 def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:

@@ -56,12 +56,12 @@ def run_steps(devices, n_steps=N_STEPS):
     x, y = digits_like()
     labeled, unlabeled = np.arange(24), np.arange(24, len(x))
     model = build_model(cfg.model, C)
-    init_fn, step_fn = build_training(cfg, model, kind="image", mean=(0.5,), std=(0.25,), num_train=len(x),
-                                      num_classes=C)
+    training = build_training(cfg, model, kind="image", mean=(0.5,), std=(0.25,), num_train=len(x),
+                              num_classes=C)
     mesh = parallel.make_mesh(devices)
     rep = parallel.replicated(mesh)
-    state = jax.jit(lambda: init_fn(jnp.zeros((1, 8, 8, 1))), out_shardings=rep)()
-    step = jax.jit(step_fn, out_shardings=(rep, rep))
+    state = jax.jit(lambda: training.init(jnp.zeros((1, 8, 8, 1))), out_shardings=rep)()
+    step = jax.jit(training.step, out_shardings=(rep, rep))
 
     def make_batch(s):
         il = rows_for_step(labeled, B, s, seed=0, cycle=0, stream=0)
