@@ -2,29 +2,18 @@
 the files oracle as a person uses it (run, fill CSV, re-run), and resume mid-cycle giving the same picks."""
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.model.widths=(8,16)", "--config.train.batch_size=16", "--config.ssl.uratio=2",
-        "--config.train.log_every=5", "--config.train.eval_every=10", "--config.train.eval_batch_size=128",
-        "--config.data.num_labels=30", "--config.train.steps=20", "--config.al.steps_per_cycle=10",
-        "--config.al.budget=4", "--config.al.chunk=64", "--config.al.knn_block=256"]
+from helpers import TINY, TINY_AL, main_cmd, read_jsonl, run_cmd
 
 
 def run(workdir, *extra, devices=1):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "boostmis_jax.main", "--config=configs/demo.py", f"--workdir={workdir}",
-           *TINY, *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    return run_cmd(main_cmd(workdir, *TINY, *TINY_AL, *extra), devices=devices)
 
 
 def rows(wd):
-    return [json.loads(x) for x in (Path(wd) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return read_jsonl(Path(wd) / "metrics.jsonl")
 
 
 @pytest.fixture(scope="module")

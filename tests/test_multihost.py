@@ -2,20 +2,15 @@
 TCP on 127.0.0.1) train one global model in ONE shared workdir, and reproduce a single-process 4-device
 run: same losses, same test metrics, process 0 alone writing the outputs, orbax checkpointing across both."""
 import json
-import os
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, TINY, env, main_cmd, read_jsonl
 
-ROOT = Path(__file__).resolve().parents[1]
-# Same flags as tests/test_parallel.py / test_train.py so the 4-device reference hits the compile cache.
-TINY = ["--config.model.widths=(8,16)", "--config.train.batch_size=16", "--config.ssl.uratio=2",
-        "--config.train.log_every=5", "--config.train.eval_every=10", "--config.train.eval_batch_size=128",
-        "--config.data.num_labels=30", "--config.train.steps=20"]
+# Same flags as test_train.py so the 4-device reference hits the compile cache.
+TINY = [*TINY, "--config.train.steps=20"]
 # One acquisition round (pool scoring sharded over both hosts, oracle answers broadcast from process 0).
 AL = ["--config.al.cycles=1", "--config.al.chunk=64"]
 TIMEOUT = 420
@@ -42,17 +37,14 @@ def free_port() -> int:
 
 
 def cli_env(devices):
-    e = dict(os.environ)
-    e.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-             PYTHONUNBUFFERED="1")
+    e = env(devices)
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID"):
         e.pop(k, None)
     return e
 
 
 def launch(workdir, devices, extra=()):
-    cmd = [sys.executable, "-m", "boostmis_jax.main", "--config=configs/demo.py", f"--workdir={workdir}", *TINY,
-           *extra]
+    cmd = main_cmd(workdir, *TINY, *extra)
     return subprocess.Popen(cmd, cwd=ROOT, env=cli_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -69,10 +61,6 @@ def wait_all(procs):
                 p.kill()
                 p.communicate()
     return outs
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

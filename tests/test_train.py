@@ -1,41 +1,20 @@
 """End to end through `python -m boostmis_jax.main`: a tiny run, exact resume after SIGKILL, clean
 interruption, and one-line errors for bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config.model.widths=(8,16)", "--config.train.batch_size=16", "--config.ssl.uratio=2",
-        "--config.train.log_every=5", "--config.train.eval_every=10", "--config.train.eval_batch_size=128",
-        "--config.data.num_labels=30"]
+from helpers import ROOT, TINY, env, main_cmd, read_jsonl
+from helpers import error_line as _error_line
+from helpers import run_cmd as run
 
 
-def env(devices=1):
-    e = dict(os.environ)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    e["JAX_PLATFORMS"] = "cpu"
-    e["PYTHONUNBUFFERED"] = "1"
-    return e
-
-
-def cli(workdir, *extra, config="configs/demo.py", steps=20, devices=1):
-    return [sys.executable, "-m", "boostmis_jax.main", f"--config={config}", f"--workdir={workdir}",
-            f"--config.train.steps={steps}", *TINY, *extra]
-
-
-def run(cmd, devices=1, timeout=600):
-    return subprocess.run(cmd, cwd=ROOT, env=env(devices), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+def cli(workdir, *extra, config="configs/demo.py", steps=20):
+    return main_cmd(workdir, f"--config.train.steps={steps}", *TINY, *extra, config=config)
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +101,6 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     assert "Traceback" not in err
     steps = [int(d.name) for d in (wd / "checkpoints").glob("*") if d.name.isdigit()]
     assert steps and 0 < max(steps) < 400
-
-
-def _error_line(p):
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr, p.stderr[-2000:]
-    return lines[-1]
 
 
 def test_unknown_config_key_is_one_line(tmp_path):
