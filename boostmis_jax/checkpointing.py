@@ -36,6 +36,20 @@ class Checkpointer:
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                         meta=ocp.args.JsonSave(meta)), force=True)
 
+    def restore_meta(self) -> tuple[int, dict] | None:
+        """(step, meta) of the latest checkpoint without touching the state: read first, so a config that no
+        longer matches the state's shapes is reported by key, not as a shape mismatch."""
+        step = self.latest_step()
+        if step is None:
+            return None
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
+            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise UserError(f"checkpoint {self.dir / str(step)} cannot be read ({msg}); move that folder "
+                            f"aside to resume from an older step, or use a new --workdir") from None
+        return step, dict(out["meta"])
+
     def restore(self, abstract_state: dict) -> tuple[int, dict, dict] | None:
         """(step, state, meta) of the latest checkpoint, or None when there is none."""
         step = self.latest_step()
