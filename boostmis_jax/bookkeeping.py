@@ -60,3 +60,44 @@ class Book:
         d["oracle_labels"] = {int(k): int(v) for k, v in d.get("oracle_labels", {}).items()}
         d["picks"] = {int(k): v for k, v in d.get("picks", {}).items()}
         return cls(**d)
+
+
+# Keys a resumed run may change: cadence, output and placement settings that do not change the numbers,
+# plus al.cycles (extending a run on purpose) and data.path (checked by the data fingerprint instead).
+MAY_CHANGE = ("train.log_every", "train.eval_every", "train.eval_batch_size", "checkpoint.", "parallel.",
+              "al.cycles", "al.oracle", "al.chunk", "al.knn_block", "data.path")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """'key: old -> new' for every key that changes results between a checkpoint's config and this one."""
+    a, b = _flatten(old), _flatten(new)
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        if any(key == m or (m.endswith(".") and key.startswith(m)) for m in MAY_CHANGE):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            changed.append(f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}")
+    return changed
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """sha256 over the arrays' shapes, dtypes and bytes: the same data under another path passes, other
+    data with the same shapes does not."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()[:16]

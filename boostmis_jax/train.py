@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from boostmis_jax import acquisition, defaults, parallel, reporting
-from boostmis_jax.bookkeeping import Book
+from boostmis_jax.bookkeeping import Book, config_changes, data_fingerprint
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
 from boostmis_jax.data.split import ensure_split
@@ -193,18 +193,42 @@ def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
     cfg, ds = r.cfg, r.ds
     sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
     state = jax.jit(lambda: init_fn(sample), out_shardings=r.rep)()
+    fingerprint = data_fingerprint(ds.train_x, ds.train_y, ds.val_x, ds.val_y, ds.test_x, ds.test_y)
+    meta = r.ckpt.restore_meta()
+    if meta is not None:
+        check_resumable(r, Book.from_json(meta[1]), fingerprint)
     restored = r.ckpt.restore(state)
     if restored is not None:
         step, state, meta = restored
         book = Book.from_json(meta)
+        check_resumable(r, book, fingerprint)
         r.say(f"resuming from step {step} (cycle {book.cycle}, phase {book.phase}) in {r.workdir}")
     else:
         split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds, int(cfg.seed)))
         book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
-                    config=cfg.to_dict())
+                    config=cfg.to_dict(), data_fingerprint=fingerprint)
     r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl",
                                        resume_step=restored[0] if restored else None)
     return state, book
+
+
+def check_resumable(r: Run, book: Book, fingerprint: str) -> None:
+    """A checkpoint continues only under the config and data it was trained with; more al.cycles on a
+    finished run extend it (the next acquisition starts), fewer than it already trained are refused."""
+    where = f"a new --workdir, or the old values, to resume {r.workdir}"
+    if book.data_fingerprint and book.data_fingerprint != fingerprint:
+        raise UserError(f"the data differs from the data this run was trained on (data.path="
+                        f"{r.cfg.data.path!r}, fingerprint {book.data_fingerprint} -> {fingerprint}); use {where}")
+    changes = config_changes(book.config, r.cfg.to_dict()) if book.config else []
+    done = len(book.history) - 1  # cycles finished after the first stage
+    if int(r.cfg.al.cycles) < done:
+        changes.append(f"al.cycles: this run already finished {done} > {int(r.cfg.al.cycles)}")
+    if changes:
+        raise UserError(f"config differs from the checkpoint's: {'; '.join(changes)}; use {where}")
+    if book.phase == "done" and int(r.cfg.al.cycles) > book.cycle:
+        r.say(f"extending the finished run from {book.cycle} to {int(r.cfg.al.cycles)} acquisition cycles")
+        book.phase = "acquire"
+    book.config = r.cfg.to_dict()
 
 
 # ======================================================================================================
@@ -267,6 +291,8 @@ def batch_maker(r: Run, book: Book):
     ds, seed, cycle = r.ds, int(r.cfg.seed), book.cycle
     labeled = np.asarray(book.labeled, np.int64)
     unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), labeled)
+    if len(unlabeled) == 0:  # the oracle labeled the whole pool: consistency runs on labeled rows
+        unlabeled = labeled
     labels = book.labels(ds.train_y)
     B = int(r.cfg.train.batch_size)
     uB = int(r.cfg.ssl.uratio) * B
@@ -281,7 +307,7 @@ def batch_maker(r: Run, book: Book):
             b.update(xu=ds.train_x[iu], iu=iu.astype(np.int32), yu=ds.train_y[iu].astype(np.int32))
         return b
 
-    return make_batch, len(unlabeled)
+    return make_batch, len(ds.train_y) - len(labeled)
 
 
 def best_variables(state: dict, book: Book) -> dict:
@@ -379,6 +405,14 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     No save after the answers: the next periodic save records the new labeled set; a run killed before it
     resumes from the 'acquire' checkpoint and recomputes the same picks deterministically."""
     ds, n = r.ds, len(r.ds.train_y)
+    left = n - len(book.labeled)
+    if left == 0:
+        r.say(f"cycle {book.cycle}: every train row is labeled; the run ends here")
+        book.phase = "done"
+        return True
+    if left < r.cycle_budget:
+        print(f"warning: {left} unlabeled rows left, fewer than al.budget x selectors = {r.cycle_budget}; "
+              f"this round labels all of them", file=sys.stderr)
     xs, valid = r.pool()
     labeled = np.zeros(valid.shape, bool)
     labeled[np.asarray(book.labeled)] = True
