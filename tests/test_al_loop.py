@@ -105,3 +105,22 @@ def test_files_oracle_round_trip(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     s = json.loads((wd / "summary.json").read_text())
     assert [c["labeled"] for c in s["cycles"]] == [30, 38]
+
+
+def test_budget_larger_than_the_pool_is_clipped_and_an_exhausted_pool_ends_the_run(tmp_path):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    f = tmp_path / "small.npz"
+    arrays = {}
+    for split, n in (("train", 60), ("val", 20), ("test", 20)):
+        arrays[f"{split}_labels"] = (np.arange(n) % 2)[:, None]
+        arrays[f"{split}_images"] = (rng.integers(0, 80, (n, 8, 8)) + 120 * arrays[f"{split}_labels"][:, :, None]
+                                     ).astype(np.uint8)
+    np.savez(f, **arrays)
+    wd = tmp_path / "w"
+    p = run(wd, "--config.data.source=medmnist_npz", f"--config.data.path={f}", "--config.al.cycles=3",
+            "--config.al.budget=20", "--config.train.batch_size=8", "--config.al.chunk=16")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "fewer than al.budget" in p.stderr and "every train row is labeled" in p.stdout
+    s = json.loads((wd / "summary.json").read_text())
+    assert [c["labeled"] for c in s["cycles"]] == [30, 60]
