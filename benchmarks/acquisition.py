@@ -1,4 +1,4 @@
-"""Benchmark: scoring the unlabeled pool with aus+bus through `score_pool` (the AL loop's own entry point).
+"""Benchmark: scoring the unlabeled pool with aus+bus through `make_scorer` (the AL loop's own scorer).
 
 Prints one JSON line per case with the seconds per call (median of --repeats after a warm-up call), the
 FLOPs the scoring must do (model forward + ip*(jvp + input-backward) + adversarial forward per sample for
@@ -24,7 +24,10 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from boostmis_jax.acquisition import DEFAULTS, score_pool
+from boostmis_jax.acquisition import make_scorer
+from boostmis_jax.defaults import get_config
+
+AL = get_config().al
 
 
 class MLPHead(nn.Module):
@@ -90,14 +93,16 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
     def apply_fn(v: object, xb: jax.Array) -> tuple[jax.Array, jax.Array]:
         return model.apply(v, xb)
 
-    cfg = dict(DEFAULTS, vat_ip=args.ip, knn_k=args.k, chunk=chunk)
-    if args.block:
-        cfg["knn_block"] = args.block
+    cfg = {"chunk": chunk, "knn_k": args.k, "knn_block": args.block or AL.knn_block, "vat_xi": AL.vat_xi,
+           "vat_eps": AL.vat_eps, "vat_ip": args.ip, "density": AL.density, "candidates": "all"}
+    scorers = {}
     key = jax.random.key(4)
 
     def call(selectors: tuple[str, ...]) -> Callable[[], object]:
         def run() -> object:
-            return score_pool(apply_fn, variables, x, candidate, labeled, key, selectors=selectors, cfg=cfg)
+            if selectors not in scorers:
+                scorers[selectors] = make_scorer(apply_fn, selectors=selectors, budget=1, **cfg)
+            return scorers[selectors](variables, x, candidate, labeled, key)
 
         return run
 
@@ -139,16 +144,16 @@ def main() -> None:
     p.add_argument("--ip", type=int, default=1, help="VAT power iterations")
     p.add_argument("--k", type=int, default=10, help="kNN neighbours")
     p.add_argument("--chunk", type=int, default=None,
-                   help=f"pool forward chunk (default al.chunk={DEFAULTS['chunk']})")
+                   help=f"pool forward chunk (default al.chunk={AL.chunk})")
     p.add_argument("--block", type=int, default=None,
-                   help=f"kNN block (default al.knn_block={DEFAULTS['knn_block']})")
+                   help=f"kNN block (default al.knn_block={AL.knn_block})")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--image-pool", type=int, default=100_000 if gpu else 2000)
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--skip-images", action="store_true")
     p.add_argument("--breakdown", action="store_true", help="also time entropy-only, aus-only and bus-only")
     args = p.parse_args()
-    chunk = args.chunk or DEFAULTS["chunk"]
+    chunk = args.chunk or AL.chunk
 
     feat = run_case("features", MLPHead(args.hidden, args.classes), (args.dim,), args.pool, args, chunk,
                     (chunk, args.dim, args.hidden))
