@@ -1,8 +1,8 @@
 """Local density of each pool row from its k nearest valid neighbours (cosine similarity), two readings:
 
 * `degree` (the BoostMIS release, the default): the node degree in the k-NN graph over the pool, symmetrised
-  and binarised (i~j when either is among the other's k nearest), divided by 2k so it lies in [0, 1]. A row
-  in a dense cluster is many rows' neighbour (degree up to 2k); an isolated row only has its own k.
+  and binarised (i~j when either is among the other's k nearest), divided by 2k. A row in a dense cluster
+  is many rows' neighbour (degree above k, a hub can pass 2k); an isolated row only has its own k (0.5).
 * `cosine`: the mean of (1+s)/2 over the k most similar rows. Nearly constant on real pools (a coefficient of
   variation of 1-3%), so it barely reorders entropy; kept as an option.
 
@@ -91,7 +91,7 @@ def _top_sims(q: jax.Array, qrows: jax.Array, keys: jax.Array, key_ok: jax.Array
 
 def knn_density(emb: jax.Array, valid: jax.Array, *, k: int, block: int, kind: str = "cosine",
                 shards: int | None = None, rows_sharding: NamedSharding | None = None) -> jax.Array:
-    """(N,) density in [0, 1] over the VALID rows (self excluded), `kind` 'degree' or 'cosine' (see above).
+    """(N,) density >= 0 over the VALID rows (self excluded), `kind` 'degree' or 'cosine' (see above).
 
     Rows with fewer than k valid neighbours use those they have; invalid rows (and rows with no neighbour)
     get 0 and are never anyone's neighbour. Jitted; callable inside other jits (pass `shards` and
