@@ -21,7 +21,7 @@ from jax.sharding import PartitionSpec as P
 from boostmis_jax.errors import UserError
 
 
-def init_distributed(cfg_parallel) -> None:
+def init_distributed(*, coordinator_address: str, num_processes: int, process_id: int) -> None:
     """Multi-host through `jax.distributed` only. Config keys win; otherwise the cluster's env vars.
 
     With no coordinator configured and none in the environment (JAX_COORDINATOR_ADDRESS, SLURM, ...),
@@ -29,9 +29,9 @@ def init_distributed(cfg_parallel) -> None:
     `jax.distributed.initialize` refuses to start once a backend exists, so nothing here may ask
     `jax.default_backend()` or `jax.devices()`.
     """
-    addr = cfg_parallel.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
-    nproc = int(cfg_parallel.get("num_processes", 0) or os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
-    pid = int(cfg_parallel.get("process_id", -1))
+    addr = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    nproc = int(num_processes or os.environ.get("JAX_NUM_PROCESSES", "0") or 0)
+    pid = int(process_id)
     if pid < 0 and os.environ.get("JAX_PROCESS_ID"):
         pid = int(os.environ["JAX_PROCESS_ID"])
     if not addr and not os.environ.get("SLURM_JOB_ID"):

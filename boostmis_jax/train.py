@@ -238,7 +238,7 @@ def run(cfg, workdir: str) -> dict:
     """Train (and, with al.cycles > 0, actively annotate) as `cfg` says, in `workdir`; rerun to resume."""
     t_start = time.time()
     defaults.validate(cfg)
-    parallel.init_distributed(cfg.parallel)
+    parallel.init_distributed(**cfg.parallel)
     r, init_fn = setup(cfg, Path(workdir), t_start)
     try:
         state, book = restore_or_start(r, init_fn)
