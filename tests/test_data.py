@@ -412,7 +412,8 @@ def test_label_out_of_range_for_num_classes(tmp_path):
     np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=y)
     user_error(lambda: load_dataset(make_cfg("medmnist_npz", path, num_classes=2)),
                "range.npz", "label 9", "row 4", "num_classes=2")
-    assert load_dataset(make_cfg("medmnist_npz", path)).num_classes == 10  # inferred when not given
+    # inferred as 10 classes when not given: 2..8 have no sample, which is an error naming them
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", path)), "range.npz", "classes 2, 3, 4, 5, 6, 7, 8")
 
 
 def test_negative_label(tmp_path):

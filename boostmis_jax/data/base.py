@@ -1,8 +1,10 @@
 """The `Dataset` record, the source registry and the shared assembly step every source ends with."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,13 +34,19 @@ class Dataset:
     train_ids: list[str]     # relative file path (image folders) or str(row index in the source's train rows)
     mean: np.ndarray         # image: per-channel mean of train_x/255 (C,); features: zeros(D)
     std: np.ndarray          # image: per-channel std of train_x/255 (C,); features: ones(D)
+    train_groups: list[str] | None = None     # patient of each train row with data.group_by="patient"
+    val_ids: list[str] = dataclasses.field(default_factory=list)   # like train_ids (carved rows keep theirs)
+    test_ids: list[str] = dataclasses.field(default_factory=list)
+    feature_mean: np.ndarray | None = None    # features: float64 train mean/std the raw inputs were z-scored
+    feature_std: np.ndarray | None = None     # with (prediction applies the same), None for images
 
     def summary(self) -> str:
         """One log line: sizes, shape and class balance of train."""
         counts = np.bincount(self.train_y, minlength=self.num_classes).tolist()
+        groups = f", {len(set(self.train_groups))} train patients" if self.train_groups is not None else ""
         return (f"{self.name} ({self.kind}): train {len(self.train_y)} / val {len(self.val_y)} / "
                 f"test {len(self.test_y)}, x {tuple(self.train_x.shape[1:])}, {self.num_classes} classes, "
-                f"train per class {counts}")
+                f"train per class {counts}{groups}")
 
 
 SourceFn = Callable[[Any], Dataset]
@@ -73,16 +81,84 @@ class RawSplit:
     where: str                      # names the labels' file/key (label errors)
     ids: list[str] | None = None
     x_where: str | None = None      # names the inputs' file/key (shape errors); defaults to `where`
+    groups: list[str] | None = None  # patient per row when the files say so (DICOM PatientID)
+
+
+PATIENTS_NAME = "patients.csv"
+
+
+def read_patients(path: Path) -> dict[str, str]:
+    """`patients.csv`: a header with `id` and `patient` columns, one row per image id -> patient id."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{path}: cannot read patients file ({V.one_line(e)}); write a CSV with columns "
+                        "id,patient") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "id" not in header or "patient" not in header:
+        raise UserError(f"{path}: header {rows[0] if rows else '(empty file)'} lacks the columns id,patient; "
+                        "start the file with the line id,patient")
+    ci, cp = header.index("id"), header.index("patient")
+    out: dict[str, str] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(ci, cp) or not row[ci].strip() or not row[cp].strip():
+            raise UserError(f"{path}: line {lineno} needs an id and a patient; write id,patient on every line")
+        key, patient = row[ci].strip(), row[cp].strip()
+        if out.get(key, patient) != patient:
+            raise UserError(f"{path}: line {lineno}: id {key!r} is listed for patients {out[key]!r} and "
+                            f"{patient!r}; keep one patient per id")
+        out[key] = patient
+    return out
+
+
+def _attach_groups(present: dict[str, RawSplit], name: str, patients_csv: Path | None) -> list[str]:
+    """Fill `groups` of every split from patients.csv (which wins) or the source's own (DICOM PatientID);
+    train must be complete, and no patient may sit in train and in a shipped val/test split."""
+    train = present["train"]
+    train_ids = train.ids if train.ids is not None else [str(i) for i in range(len(train.y))]
+    if patients_csv is not None and patients_csv.is_file():
+        mapping = read_patients(patients_csv)
+        missing = [i for i in train_ids if i not in mapping]
+        if missing:
+            raise UserError(f"{patients_csv}: no patient for training id {missing[0]!r} ({len(missing)} of "
+                            f"{len(train_ids)} missing); list every training image as id,patient")
+        train.groups = [mapping[i] for i in train_ids]
+        for split in present.values():
+            if split is not train and split.ids is not None:
+                split.groups = [mapping.get(i, "") for i in split.ids]
+    elif train.groups is None:
+        where = patients_csv if patients_csv is not None else PATIENTS_NAME
+        raise UserError(f"data.group_by=patient: {name} does not say which patient each image is from; write "
+                        f"{where} with columns id,patient (ids as in the run's queries), or pass "
+                        "--config.data.group_by=''")
+    first: dict[str, str] = {}
+    for gid, rid in zip(train.groups, train_ids, strict=True):
+        first.setdefault(gid, rid)
+    for s, split in present.items():
+        if split is train or split.groups is None:
+            continue
+        ids = split.ids if split.ids is not None else [str(i) for i in range(len(split.y))]
+        for gid, rid in zip(split.groups, ids, strict=True):
+            if gid and gid in first:
+                raise UserError(f"patient {gid!r} has images in train ({first[gid]}) and in {s} ({rid}); "
+                                f"move all of that patient's images into one split")
+    return train.groups
 
 
 def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
-             class_names: list[str] | None = None) -> Dataset:
+             class_names: list[str] | None = None, patients_csv: Path | None = None) -> Dataset:
     """Shared tail of every source: range-check labels, carve missing val/test from train, add statistics.
 
     Sources have already shape/dtype-checked x and y per file (so messages name the right file and row);
-    `splits["train"]` is required, val/test may be None (carved with seed 0, stratified).
+    `splits["train"]` is required, val/test may be None (carved with seed 0, stratified). `patients_csv` is
+    where this source's patients.csv would be (read with data.group_by="patient").
     """
+    V.check_data_options(cfg)
     num_classes = V.check_num_classes(cfg)
+    explicit_k = bool(num_classes)
     train = splits["train"]
     assert train is not None
     present = {s: r for s, r in splits.items() if r is not None}
@@ -96,6 +172,8 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
     if class_names is not None and len(class_names) > num_classes:
         raise UserError(f"{train.where}: {len(class_names)} classes found but num_classes={num_classes}; "
                         f"pass --config.data.num_classes={len(class_names)}")
+    grouped = str(V.cfg_get(cfg, "group_by", "") or "") == "patient"
+    groups = _attach_groups(present, name, patients_csv) if grouped else None
 
     train_ids = train.ids if train.ids is not None else [str(i) for i in range(len(train.y))]
     missing = [s for s in ("test", "val") if splits.get(s) is None]
@@ -105,27 +183,39 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
         if sum(fractions[s] for s in missing) >= 1.0:
             raise UserError("data.val_fraction + data.test_fraction: leave no training rows; "
                             "lower them so their sum is below 1")
-        rest, *parts = stratified_carve(train.y, [fractions[s] for s in missing], seed=CARVE_SEED)
+        rest, *parts = stratified_carve(train.y, [fractions[s] for s in missing], seed=CARVE_SEED,
+                                        groups=groups)
         for s, idx in zip(missing, parts, strict=True):
             ids = [train_ids[i] for i in idx]
             present[s] = RawSplit(train.x[idx], train.y[idx], f"{train.where} (carved {s})", ids)
         train_ids = [train_ids[i] for i in rest]
+        groups = [groups[i] for i in rest] if groups is not None else None
         train = RawSplit(train.x[rest], train.y[rest], train.where, train_ids)
     val, test = present["val"], present["test"]
     V.check_train_classes(train.y, train.where)
+    names = list(class_names) if class_names is not None else []
+    names += [str(i) for i in range(len(names), num_classes)]
+    V.check_class_coverage(train.y, num_classes, names, train.where, explicit=explicit_k)
 
+    feature_mean = feature_std = None
     if kind == "features":
-        train_x, val_x, test_x = V.standardize(train.x, val.x, test.x)
+        feature_mean, feature_std = V.feature_stats(train.x)
+        train_x, val_x, test_x = (V.apply_standardize(a, feature_mean, feature_std)
+                                  for a in (train.x, val.x, test.x))
         dim = train_x.shape[1]
         mean, std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
     else:
         train_x, val_x, test_x = train.x, val.x, test.x
         mean, std = V.channel_stats(train_x)
-    names = list(class_names) if class_names is not None else []
-    names += [str(i) for i in range(len(names), num_classes)]
+
+    def ids_of(split: RawSplit) -> list[str]:
+        return list(split.ids) if split.ids is not None else [str(i) for i in range(len(split.y))]
+
     return Dataset(
         name=name, kind=kind,
         train_x=train_x, train_y=train.y.astype(np.int32),
         val_x=val_x, val_y=val.y.astype(np.int32),
         test_x=test_x, test_y=test.y.astype(np.int32),
-        num_classes=num_classes, class_names=names, train_ids=list(train_ids), mean=mean, std=std)
+        num_classes=num_classes, class_names=names, train_ids=list(train_ids), mean=mean, std=std,
+        train_groups=groups, val_ids=ids_of(val), test_ids=ids_of(test),
+        feature_mean=feature_mean, feature_std=feature_std)

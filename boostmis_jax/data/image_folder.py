@@ -1,33 +1,44 @@
-"""Image folders: `root/<class>/*.png|jpg|jpeg` or `root/{train,val,test}/<class>/...`.
+"""Image folders: `root/<class>/*.png|jpg|jpeg|dcm` or `root/{train,val,test}/<class>/...`; and `dicom_folder`,
+the same layout holding DICOM files only (`.dcm`, or no suffix with the DICM preamble).
 
 Class order is the sorted class-folder names of train. Images may sit in nested sub-folders of a class folder
-(e.g. one per patient). Missing val/test are carved from train (stratified, seed 0).
+(e.g. one per patient). Missing val/test are carved from train (stratified, seed 0). With
+data.group_by="patient" the patient of each file comes from `root/patients.csv` (id = the file's path
+relative to root, as in train_ids) or, for DICOM files, from their PatientID.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from boostmis_jax.data import dicom
 from boostmis_jax.data import validate as V
-from boostmis_jax.data.base import SPLITS, Dataset, RawSplit, assemble, register_source
+from boostmis_jax.data.base import PATIENTS_NAME, SPLITS, Dataset, RawSplit, assemble, register_source
 from boostmis_jax.errors import UserError
 
 HINT = "folder with one sub-folder per class, or train/val/test sub-folders"
+DICOM_HINT = "folder of DICOM files with one sub-folder per class, or train/val/test sub-folders"
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 GRAY_MODES = {"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 _READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def is_image(path: Path) -> bool:
+    """What image_folder reads: PNG/JPEG by suffix, and DICOM."""
+    return path.suffix.lower() in EXTENSIONS or dicom.is_dicom(path)
 
 
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
+def _images_in(folder: Path, accept: Callable[[Path], bool] = is_image) -> list[Path]:
     return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
+                  if p.is_file() and not p.name.startswith(".") and accept(p))
 
 
 def _unreadable(path: Path, e: BaseException) -> UserError:
@@ -58,50 +69,92 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def open_image(path: Path, opts: dicom.DicomOptions) -> Image.Image:
+    """One file as an 8-bit L or RGB-able PIL image: the only decoder, shared by training and prediction."""
+    if dicom.is_dicom(path):
+        return Image.fromarray(dicom.read_dicom(path, opts))
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _to_8bit(img, str(path))
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from None
+
+
+def is_gray_file(path: Path) -> bool:
+    """Header-only: one channel? (PIL mode, DICOM SamplesPerPixel)."""
+    if dicom.is_dicom(path):
+        return dicom.header(path)[0] == 1
+    try:
+        with Image.open(path) as img:
+            return img.mode in GRAY_MODES
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from None
+
+
 _Ref = tuple[str, tuple[int, int]] | None  # (first file, its size): every later image must match it
+SIZE_FIX = "pass --config.data.image_size=<side> to resize all"
 
 
-def _load_images(files: list[Path], gray: bool, size: int, ref: _Ref) -> tuple[np.ndarray, _Ref]:
-    """Decode, convert to L/RGB, resize or enforce one size; `ref` is the first file's (name, size)."""
-    channels = 1 if gray else 3
+def load_images(files: list[Path], channels: int, size: int, ref: _Ref = None,
+                opts: dicom.DicomOptions | None = None, size_fix: str = SIZE_FIX
+                ) -> tuple[np.ndarray, _Ref]:
+    """Decode, convert to L/RGB, resize or enforce one size; `ref` is the first file's (name, size).
+
+    A colour file only becomes one channel when its channels are equal (gray content saved as RGB): a
+    1-channel model must never silently see a colour image's luminance."""
+    opts = opts or dicom.DicomOptions()
     arrays = []
     for path in files:
+        img = open_image(path, opts)
+        if channels == 1 and img.mode not in GRAY_MODES:
+            rgb = np.asarray(img.convert("RGB"))
+            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+                raise UserError(f"{path}: colour image, but the model takes 1-channel (gray) images; "
+                                "convert it to grayscale")
         try:
-            with Image.open(path) as img:
-                img = _to_8bit(img, str(path)).convert("L" if gray else "RGB")
-                if size:
-                    img = img.resize((size, size), Image.Resampling.BILINEAR)
-                elif ref is None:
-                    ref = (str(path), img.size)
-                elif img.size != ref[1]:
-                    raise UserError(
-                        f"{path}: size {img.size[0]}x{img.size[1]} differs from {ref[0]} "
-                        f"({ref[1][0]}x{ref[1][1]}); pass --config.data.image_size=<side> to resize all")
-                arrays.append(np.asarray(img, np.uint8).reshape(img.size[1], img.size[0], channels))
+            img = img.convert("L" if channels == 1 else "RGB")
         except _READ_ERRORS as e:
             raise _unreadable(path, e) from None
+        if size:
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        elif ref is None:
+            ref = (str(path), img.size)
+        elif img.size != ref[1]:
+            raise UserError(
+                f"{path}: size {img.size[0]}x{img.size[1]} differs from {ref[0]} "
+                f"({ref[1][0]}x{ref[1][1]}); {size_fix}")
+        arrays.append(np.asarray(img, np.uint8).reshape(img.size[1], img.size[0], channels))
     return np.stack(arrays), ref
 
 
 def _is_gray(files: list[Path]) -> bool:
-    """Header-only pass: keep one channel only when every image is gray, so RGB content is never dropped."""
+    """Keep one channel only when every image is gray, so RGB content is never dropped."""
+    return all(is_gray_file(p) for p in files)
+
+
+def _dicom_patients(files: list[Path]) -> list[str] | None:
+    """PatientID of every file when all are DICOM (else None: patients.csv must say)."""
+    if not all(dicom.is_dicom(p) for p in files):
+        return None
+    out = []
     for path in files:
-        try:
-            with Image.open(path) as img:
-                if img.mode not in GRAY_MODES:
-                    return False
-        except _READ_ERRORS as e:
-            raise _unreadable(path, e) from None
-    return True
+        pid = dicom.header(path)[1]
+        if not pid:
+            raise UserError(f"{path}: DICOM file without PatientID; set it, or list every file in "
+                            f"{PATIENTS_NAME} (id,patient) next to the class folders")
+        out.append(pid)
+    return out
 
 
-@register_source("image_folder")
-def load_image_folder(cfg: Any) -> Dataset:
+def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) -> Dataset:
     """train_ids are file paths relative to `data.path` (posix separators), so queries name real files."""
-    root = V.require_dir(V.require_path(cfg, HINT), HINT)
+    V.check_data_options(cfg)
+    root = V.require_dir(V.require_path(cfg, hint), hint)
     size = int(V.cfg_get(cfg, "image_size", 0) or 0)
     if size < 0:
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
+    opts = dicom.DicomOptions.from_cfg(cfg)
     top = _subdirs(root)
     split_layout = bool(top) and "train" in {p.name for p in top} and {p.name for p in top} <= set(SPLITS)
     split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()} if split_layout else {"train": root}
@@ -123,22 +176,37 @@ def load_image_folder(cfg: Any) -> Dataset:
             if cdir.name not in classes:
                 raise UserError(f"{cdir}: class folder not in {train_dir} ({', '.join(classes)}); "
                                 "rename it to a training class or add it to train")
-            found = _images_in(cdir)
+            found = _images_in(cdir, accept)
             if split == "train" and not found:
-                raise UserError(f"{cdir}: no {'/'.join(EXTENSIONS)} images; add images or remove the folder")
+                raise UserError(f"{cdir}: no {what} files; add images or remove the folder")
             entries += [(p, classes.index(cdir.name)) for p in found]
         files[split] = entries
 
     gray = _is_gray([p for entries in files.values() for p, _ in entries])
+    grouped = str(V.cfg_get(cfg, "group_by", "") or "") == "patient" and not (root / PATIENTS_NAME).is_file()
     splits: dict[str, RawSplit | None] = {s: None for s in SPLITS}
     ref = None
     for split, entries in files.items():
         if not entries:
             continue
-        x, ref = _load_images([p for p, _ in entries], gray, size, ref)
+        paths = [p for p, _ in entries]
+        x, ref = load_images(paths, 1 if gray else 3, size, ref, opts)
         y = np.array([c for _, c in entries], np.int32)
-        ids = [p.relative_to(root).as_posix() for p, _ in entries]
-        splits[split] = RawSplit(x, y, str(split_dirs[split]), ids)
+        ids = [p.relative_to(root).as_posix() for p in paths]
+        groups = _dicom_patients(paths) if grouped else None
+        splits[split] = RawSplit(x, y, str(split_dirs[split]), ids, groups=groups)
     if splits["train"] is None:
         raise UserError(f"{train_dir}: no training images; add images under {train_dir}/<class name>/")
-    return assemble(root.resolve().name, "image", splits, cfg, classes)
+    return assemble(root.resolve().name, "image", splits, cfg, classes, patients_csv=root / PATIENTS_NAME)
+
+
+@register_source("image_folder")
+def load_image_folder(cfg: Any) -> Dataset:
+    """PNG/JPEG/DICOM files under class folders."""
+    return load_folder(cfg, is_image, HINT, f"{'/'.join(EXTENSIONS)}/.dcm image")
+
+
+@register_source("dicom_folder")
+def load_dicom_folder(cfg: Any) -> Dataset:
+    """DICOM files only (other files, e.g. a DICOMDIR or notes, are ignored)."""
+    return load_folder(cfg, dicom.is_dicom, DICOM_HINT, "DICOM")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from boostmis_jax.data import validate as V
-from boostmis_jax.data.base import SPLITS, Dataset, RawSplit, assemble, register_source
+from boostmis_jax.data.base import PATIENTS_NAME, SPLITS, Dataset, RawSplit, assemble, register_source
 from boostmis_jax.data.image_folder import resize_images
 from boostmis_jax.errors import UserError
 
@@ -17,6 +17,7 @@ def load_medmnist_npz(cfg: Any) -> Dataset:
 
     data.image_size > 0 resizes (bilinear), e.g. to train a 224px model on 28px MedMNIST.
     Multi-label MedMNIST sets (ChestMNIST, labels (N,14)) are rejected: the method is single-label.
+    With data.group_by="patient", `patients.csv` beside the file maps train row indices (id) to patients.
     """
     path = V.require_file(V.require_path(cfg, HINT), HINT)
     arrays = V.load_npz(path)
@@ -38,4 +39,4 @@ def load_medmnist_npz(cfg: Any) -> Dataset:
         for split in splits.values():
             if split is not None:
                 split.x = resize_images(split.x, size)
-    return assemble(path.stem, "image", splits, cfg)
+    return assemble(path.stem, "image", splits, cfg, patients_csv=path.parent / PATIENTS_NAME)

@@ -1,27 +1,30 @@
 """Labeled/unlabeled splits and stratified carving of val/test from train.
 
-The labeled subset is the experiment's most important hidden variable, so it is stratified, seeded, saved to
-`workdir/split.json` on first use and reloaded on resume (a resumed run must not silently relabel).
+The labeled subset is the experiment's most important hidden variable, so it is stratified (or class
+balanced), seeded, saved to `workdir/split.json` on first use and reloaded on resume (a resumed run must not
+silently relabel). With patient groups (`data.group_by="patient"`) every carve and draw moves whole patients,
+so no patient's images sit on both sides of a split.
+
+This module takes arrays, never a `Dataset`, so `base.py` can import it without a cycle.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from boostmis_jax.data.validate import cfg_get, one_line
+from boostmis_jax.data.validate import cfg_get, check_data_options, one_line
 from boostmis_jax.errors import UserError
-
-if TYPE_CHECKING:
-    from boostmis_jax.data.base import Dataset
+from boostmis_jax.fsutil import atomic_write_text
 
 SPLIT_NAME = "split.json"
+BALANCES = ("stratified", "balanced")
 
 
 def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -42,13 +45,8 @@ def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) ->
     return alloc
 
 
-def labeled_split(y: np.ndarray, num_labels: int, seed: int) -> np.ndarray:
-    """Stratified, seeded labeled subset: >= 1 per class present in `y`, proportional otherwise.
-
-    Returns sorted int64 indices into `y` (the training rows).
-    """
-    y = np.asarray(y)
-    num_labels = int(num_labels)
+def _class_quota(y: np.ndarray, num_labels: int, balance: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, row counts, labeled rows per class): >= 1 per class, proportional or equal."""
     classes, counts = np.unique(y, return_counts=True)
     if num_labels > len(y):
         raise UserError(
@@ -58,20 +56,82 @@ def labeled_split(y: np.ndarray, num_labels: int, seed: int) -> np.ndarray:
         raise UserError(
             f"data.num_labels: {num_labels} is fewer than the {len(classes)} classes (need >= 1 per class); "
             f"pass --config.data.num_labels={len(classes)} or more")
-    alloc = _allocate(counts, num_labels, np.ones_like(counts), counts)
+    if balance not in BALANCES:
+        raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(BALANCES)}; "
+                        "pass --config.data.label_balance=stratified")
+    weights = counts if balance == "stratified" else np.ones_like(counts)
+    alloc = _allocate(weights, num_labels, np.ones_like(counts), counts)
+    if balance == "balanced":
+        share = num_labels // len(classes)
+        short = [(int(c), int(n)) for c, n in zip(classes, counts, strict=True) if n < share]
+        if short:
+            text = ", ".join(f"class {c} has {n}" for c, n in short)
+            print(f"warning: data.label_balance=balanced: {text} training rows, fewer than the equal share "
+                  f"{share}; those classes are labeled in full and the rest goes to the others", file=sys.stderr)
+    return classes, counts, alloc
+
+
+def labeled_split(y: np.ndarray, num_labels: int, seed: int, *, balance: str = "stratified",
+                  groups: Sequence[str] | None = None) -> np.ndarray:
+    """Seeded labeled subset of the training rows, >= 1 per class present in `y`.
+
+    balance="stratified": per-class counts proportional to the class sizes; "balanced": equal counts per
+    class (the BoostMIS release starts MESCC from 250 per class), a class too small for its share is taken
+    whole. With `groups` (one patient id per row) whole patients are drawn, so the labeled set holds about
+    `num_labels` rows (never more than the request plus the one patient a class may need).
+    Returns sorted int64 indices into `y`.
+    """
+    y = np.asarray(y)
+    classes, _, alloc = _class_quota(y, int(num_labels), balance)
     rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, alloc, strict=True)]
-    return np.sort(np.concatenate(picked)).astype(np.int64)
+    if groups is None:
+        picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, alloc, strict=True)]
+        return np.sort(np.concatenate(picked)).astype(np.int64)
+    return _grouped_draw(y, np.asarray(groups), classes, alloc, rng)
 
 
-def stratified_carve(y: np.ndarray, fractions: Sequence[float], seed: int = 0) -> list[np.ndarray]:
+def _group_table(y: np.ndarray, groups: np.ndarray, classes: np.ndarray):
+    """(group ids, row -> group index, per-group class counts (G, C), per-group majority class index)."""
+    names, inv = np.unique(groups, return_inverse=True)
+    cls_idx = np.searchsorted(classes, y)
+    table = np.zeros((len(names), len(classes)), np.int64)
+    np.add.at(table, (inv, cls_idx), 1)
+    return names, inv, table, np.argmax(table, axis=1)
+
+
+def _grouped_draw(y: np.ndarray, groups: np.ndarray, classes: np.ndarray, alloc: np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Whole patients per class (by their majority class) until each class quota is met without overshoot;
+    a class none of whose patients fits gets its smallest patient, so every class stays labeled."""
+    _, inv, table, major = _group_table(y, groups, classes)
+    have = np.zeros(len(classes), np.int64)
+    chosen = np.zeros(len(table), bool)
+    for g in rng.permutation(len(table)):
+        room = alloc - have
+        if np.all(table[g] <= np.maximum(room, 0)) and room[major[g]] > 0:
+            chosen[g] = True
+            have += table[g]
+    for c in range(len(classes)):
+        if have[c] == 0:
+            cands = np.flatnonzero((table[:, c] > 0) & ~chosen)
+            g = int(cands[np.argmin(table[cands].sum(axis=1), kind="stable")])
+            chosen[g] = True
+            have += table[g]
+    return np.flatnonzero(chosen[inv]).astype(np.int64)
+
+
+def stratified_carve(y: np.ndarray, fractions: Sequence[float], seed: int = 0,
+                     groups: Sequence[str] | None = None) -> list[np.ndarray]:
     """Carve stratified parts of round(f * N) rows each from `y`; returns [rest, part_0, part_1, ...].
 
     Used when a source ships no val/test split. Fractions are of the whole pool. Each class keeps >= 1 row
     in `rest` (train). The default seed 0 is fixed on purpose: the evaluation split must not move when the
-    experiment seed changes, or runs with different seeds would be scored on different data.
+    experiment seed changes, or runs with different seeds would be scored on different data. With `groups`
+    whole patients move (sizes are then approximate, class balance best effort).
     """
     y = np.asarray(y)
+    if groups is not None:
+        return _grouped_carve(y, np.asarray(groups), fractions, seed)
     classes, counts = np.unique(y, return_counts=True)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
@@ -91,34 +151,56 @@ def stratified_carve(y: np.ndarray, fractions: Sequence[float], seed: int = 0) -
     return [rest, *parts]
 
 
+def _grouped_carve(y: np.ndarray, groups: np.ndarray, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
+    """Greedy patient-level carve: patients in a seeded order, largest first, each to the part whose per-class
+    quota it fills most (rest when none needs it); a class left without a train row gets its smallest
+    patient back from the parts, so train keeps every class."""
+    classes = np.unique(y)
+    _, inv, table, _ = _group_table(y, groups, classes)
+    totals = table.sum(axis=0).astype(np.float64)
+    quota = np.outer([float(f) for f in fractions], totals)            # (parts, classes) rows wanted
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(table))
+    order = order[np.argsort(-table[order].sum(axis=1), kind="stable")]
+    have = np.zeros_like(quota)
+    where = np.zeros(len(table), np.int64)            # 0 = rest (train), p + 1 = part p
+    for g in order:
+        gain = np.minimum(table[g][None, :], np.maximum(quota - have, 0.0)).sum(axis=1)
+        over = np.maximum(have + table[g][None, :] - quota, 0.0).sum(axis=1)
+        score = gain - over
+        p = int(np.argmax(score))
+        if score[p] > 0:
+            where[g] = p + 1
+            have[p] += table[g]
+    for c in range(len(classes)):
+        in_rest = table[where == 0, c].sum()
+        if in_rest == 0:
+            cands = np.flatnonzero((table[:, c] > 0) & (where > 0))
+            g = int(cands[np.argmin(table[cands].sum(axis=1), kind="stable")])
+            where[g] = 0
+    row_part = where[inv]
+    return [np.flatnonzero(row_part == p).astype(np.int64) for p in range(len(fractions) + 1)]
+
+
 def labels_checksum(train_y: np.ndarray) -> str:
     """sha256 of the training labels: detects a saved split being reused with a different training set."""
     return hashlib.sha256(np.ascontiguousarray(np.asarray(train_y), dtype="<i8").tobytes()).hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """tmp file in the same folder + os.replace: a crash never leaves a half-written split behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_split(path: str | os.PathLike, indices: np.ndarray, train_y: np.ndarray,
+               requested: int | None = None) -> None:
+    """Write {"labeled": [...], "num_train": N, "checksum": sha256(train labels)} atomically.
 
-
-def save_split(path: str | os.PathLike, indices: np.ndarray, train_y: np.ndarray) -> None:
-    """Write {"labeled": [...], "num_train": N, "checksum": sha256(train labels)} atomically."""
+    `requested` records data.num_labels when a patient-level draw labels a different number of rows, so a
+    resume compares the request, not the count."""
     record = {
         "labeled": [int(i) for i in np.sort(np.asarray(indices))],
         "num_train": len(train_y),
         "checksum": labels_checksum(train_y),
     }
-    _atomic_write_text(Path(path), json.dumps(record) + "\n")
+    if requested is not None:
+        record["requested"] = int(requested)
+    atomic_write_text(Path(path), json.dumps(record) + "\n")
 
 
 def _read_json_split(path: Path, num_train: int) -> list:
@@ -208,32 +290,46 @@ def load_split_file(path: str | os.PathLike, num_train: int) -> np.ndarray:
     return uniq
 
 
-def ensure_split(workdir: str | os.PathLike, cfg_data: Any, dataset: Dataset, seed: int) -> np.ndarray:
+def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray, seed: int,
+                 groups: Sequence[str] | None = None) -> np.ndarray:
     """The labeled indices for this run: resume workdir/split.json, else data.split_file, else labeled_split.
 
-    Always (re)writes workdir/split.json so the run is reproducible from its workdir alone.
+    `train_y` are the training labels, `groups` the patient of each training row (Dataset.train_groups; None
+    without data.group_by). Always (re)writes workdir/split.json so the run is reproducible from its workdir
+    alone.
     """
+    if hasattr(train_y, "train_y"):  # transitional: the loop used to pass the Dataset
+        train_y, groups = train_y.train_y, getattr(train_y, "train_groups", None)
+    train_y = np.asarray(train_y)
+    check_data_options(cfg_data)
     saved_path = Path(workdir).expanduser() / SPLIT_NAME
     split_file = str(cfg_get(cfg_data, "split_file", "") or "")
-    num_train = len(dataset.train_y)
+    num_train = len(train_y)
+    want = int(cfg_get(cfg_data, "num_labels", 0))
     explicit = load_split_file(split_file, num_train) if split_file else None
+    requested = None
     if saved_path.exists():
         indices = load_split_file(saved_path, num_train)
         record = json.loads(saved_path.read_text()) if saved_path.suffix == ".json" else {}
-        checksum = record.get("checksum") if isinstance(record, dict) else None
-        if checksum is not None and checksum != labels_checksum(dataset.train_y):
+        record = record if isinstance(record, dict) else {}
+        checksum = record.get("checksum")
+        if checksum is not None and checksum != labels_checksum(train_y):
             raise UserError(f"{saved_path}: saved for a different training set (labels checksum differs); "
                             "use a fresh --workdir or delete the stale split.json")
         if explicit is not None and not np.array_equal(indices, explicit):
             raise UserError(f"{saved_path}: the resumed split differs from data.split_file {split_file}; "
                             "use a fresh --workdir or pass --config.data.split_file=''")
-        want = int(cfg_get(cfg_data, "num_labels", 0))
-        if explicit is None and want and len(indices) != want:
-            raise UserError(f"{saved_path}: holds {len(indices)} labeled rows but data.num_labels={want}; "
+        requested = record.get("requested")
+        held = int(requested) if requested is not None else len(indices)
+        if explicit is None and want and held != want:
+            raise UserError(f"{saved_path}: holds a split of {held} labeled rows but data.num_labels={want}; "
                             f"use a fresh --workdir, or delete that split.json to draw a new split")
     elif explicit is not None:
         indices = explicit
     else:
-        indices = labeled_split(dataset.train_y, int(cfg_get(cfg_data, "num_labels", 0)), seed)
-    save_split(saved_path, indices, dataset.train_y)
+        balance = str(cfg_get(cfg_data, "label_balance", "stratified") or "stratified")
+        indices = labeled_split(train_y, want, seed, balance=balance, groups=groups)
+        if groups is not None:
+            requested = want
+    save_split(saved_path, indices, train_y, requested=requested)
     return indices

@@ -6,6 +6,7 @@ the fix, so a bad data file fails before any compilation instead of deep inside 
 from __future__ import annotations
 
 import pickle
+import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,22 +38,65 @@ def require_path(cfg: Any, hint: str) -> Path:
     return Path(path).expanduser()
 
 
+def show_path(path: Path) -> str:
+    """A path as the user gave it, plus where it resolved to when it was relative: a relative data.path is
+    read from the working directory, and the message must not just repeat the value that failed."""
+    if path.is_absolute():
+        return str(path)
+    return f"{path} (resolved against the working directory to {path.absolute()})"
+
+
 def require_file(path: Path, hint: str) -> Path:
     """Fail with the path and the flag that fixes it when a file is missing (or is a folder)."""
     if not path.exists():
-        raise UserError(f"{path}: file not found; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: file not found; pass --config.data.path=<{hint}>")
     if not path.is_file():
-        raise UserError(f"{path}: is a folder, expected a file; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is a folder, expected a file; pass --config.data.path=<{hint}>")
     return path
 
 
 def require_dir(path: Path, hint: str) -> Path:
     """Like `require_file` for sources whose `data.path` is a folder."""
     if not path.exists():
-        raise UserError(f"{path}: folder not found; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: folder not found; pass --config.data.path=<{hint}>")
     if not path.is_dir():
-        raise UserError(f"{path}: is a file, expected a folder; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is a file, expected a folder; pass --config.data.path=<{hint}>")
     return path
+
+
+GROUP_BY = ("", "patient")
+LABEL_BALANCES = ("stratified", "balanced")
+
+
+def check_data_options(cfg: Any) -> None:
+    """The data keys that are not about files: balance, grouping, DICOM window and frame."""
+    balance = str(cfg_get(cfg, "label_balance", "stratified") or "stratified")
+    if balance not in LABEL_BALANCES:
+        raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
+                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
+    group_by = str(cfg_get(cfg, "group_by", "") or "")
+    if group_by not in GROUP_BY:
+        raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
+                        "pass --config.data.group_by=patient (or '' for no grouping)")
+    for key in ("window_center", "window_width", "dicom_frame"):
+        value = cfg_get(cfg, key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
+    width, center = float(cfg_get(cfg, "window_width", 0)), float(cfg_get(cfg, "window_center", 0))
+    if width < 0:
+        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
+    if width == 0 and center != 0:
+        raise UserError(f"data.window_center={center} needs data.window_width; pass "
+                        "--config.data.window_width=<width> too (0 for both = the file's own window)")
+    frame = cfg_get(cfg, "dicom_frame", -1)
+    if float(frame) != int(frame) or int(frame) < -1:
+        raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
+                        "frame index >= 0")
+
+
+def warn(msg: str) -> None:
+    """A one-line warning on stderr: something to know that does not stop the run."""
+    print(f"warning: {msg}", file=sys.stderr)
 
 
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError)
@@ -231,11 +275,22 @@ def check_same_shape(x: np.ndarray, ref: np.ndarray, where: str, ref_where: str)
             "export all splits with the same shape")
 
 
-def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Z-score every split with TRAIN statistics (val/test stats would leak); std floored at 1e-6."""
+def feature_stats(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 mean and floored std of the TRAIN features: the model's input statistics (saved with it)."""
     mean = train.mean(axis=0, dtype=np.float64)
     std = np.maximum(train.std(axis=0, dtype=np.float64), STD_FLOOR)
-    return tuple(((a - mean) / std).astype(np.float32) for a in (train, *others))
+    return mean, std
+
+
+def apply_standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The one z-score formula, shared by training and prediction so both see bit-identical inputs."""
+    return ((x - mean) / std).astype(np.float32)
+
+
+def standardize(train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Z-score every split with TRAIN statistics (val/test stats would leak); std floored at 1e-6."""
+    mean, std = feature_stats(train)
+    return tuple(apply_standardize(a, mean, std) for a in (train, *others))
 
 
 def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -251,3 +306,24 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
     return mean.astype(np.float32), std.astype(np.float32)
+
+
+def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: list[str], where: str,
+                         explicit: bool) -> None:
+    """Every class needs a training sample: an empty class (1-based labels, a missing grade) otherwise
+    trains nothing and is averaged into macro metrics as zeros. With data.num_classes set on purpose it is
+    a warning instead."""
+    counts = np.bincount(np.asarray(train_y, np.int64), minlength=num_classes)
+    empty = [c for c in range(num_classes) if counts[c] == 0]
+    if not empty:
+        return
+    named = ", ".join(f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c) for c in empty)
+    named = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
+    if explicit:
+        warn(f"{where}: {named} no training sample (data.num_classes={num_classes}); they cannot be learned "
+             "and count as 0 in macro metrics")
+        return
+    hint = " (labels look 1-based: subtract 1)" if empty == [0] else ""
+    raise UserError(f"{where}: {named} no training sample among classes 0..{num_classes - 1}{hint}; relabel "
+                    f"the classes as 0..K-1, or pass --config.data.num_classes={num_classes} to keep empty "
+                    "classes on purpose")
