@@ -16,14 +16,21 @@ def get_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "sklearn_digits"      # registry: medmnist_npz | mescc_features | image_folder | sklearn_*
-    c.data.path = ""
-    c.data.num_labels = 50                # labeled samples in the initial split (stratified, seeded)
+    c.data.source = "sklearn_digits"      # registry: medmnist_npz | mescc_features | image_folder | dicom_folder
+    #                                       | sklearn_digits | sklearn_breast_cancer
+    c.data.path = ""                      # relative paths are read from the working directory
+    c.data.num_labels = 50                # labeled samples in the initial split (seeded, >= 1 per class)
+    c.data.label_balance = "stratified"   # initial labeled set: stratified (class proportions) | balanced (equal)
     c.data.split_file = ""                # optional index file (json/npy/txt) overriding the seeded split
+    c.data.group_by = ""                  # "" | patient: carve val/test and draw labels by whole patients
+    #                                       (DICOM PatientID, or patients.csv with id,patient next to the data)
     c.data.val_fraction = 0.1             # carved from train when a source has no val split
     c.data.test_fraction = 0.2
-    c.data.image_size = 0                 # image_folder: resize to this (0 = keep)
-    c.data.num_classes = 0                # 0 = infer; >0 also validates label range
+    c.data.image_size = 0                 # image_folder/dicom_folder/medmnist: resize to this (0 = keep)
+    c.data.num_classes = 0                # 0 = infer (every class needs a train sample); >0 fixes it on purpose
+    c.data.window_center = 0.0            # DICOM: window applied to every file when window_width > 0
+    c.data.window_width = 0.0             # DICOM: 0 = the file's own VOI LUT / window (else its full range)
+    c.data.dicom_frame = -1               # DICOM: frame of multi-frame files to use; -1 refuses them
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"                  # registry: cnn | wrn28_2 | mlp | resnet18 | resnet50
@@ -46,17 +53,22 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 256
 
     c.ssl = ml_collections.ConfigDict()
-    c.ssl.threshold = "boostmis"          # registry: boostmis | fixed | none
+    c.ssl.threshold = "boostmis"          # registry: boostmis | flexmatch | freematch | fixed | none
     c.ssl.uratio = 7                      # unlabeled batch = uratio * batch_size
     c.ssl.lambda_u = 1.0
     c.ssl.a = 0.9
     c.ssl.b = 0.05
     c.ssl.T = 1.0                         # soft-label temperature (hard_label=False)
     c.ssl.hard_label = True
-    c.ssl.fixed_threshold = 0.95          # `fixed` threshold
-    c.ssl.tau_min = 0.5                   # clip range of the adaptive threshold
+    c.ssl.fixed_threshold = 0.95          # `fixed` threshold; flexmatch's upper threshold tau
+    c.ssl.tau_min = 0.5                   # clip range of the boostmis threshold (floor if C_t collapses)
     c.ssl.tau_max = 0.99
-    c.ssl.tau_momentum = 0.9
+    c.ssl.status_conf = 0.95              # boostmis: confidence counted in the learning status C_t (release)
+    c.ssl.status_window = 50              # boostmis: W, steps summed into C_t (compared with the W before)
+    c.ssl.flex_mapping = "convex"         # flexmatch: M(x) = x/(2-x) (convex) | x (linear)
+    c.ssl.flex_warmup = True              # flexmatch: threshold warm-up (unused samples in the max)
+    c.ssl.free_momentum = 0.999           # freematch: EMA momentum of tau_global, p_tilde, label_hist
+    c.ssl.fairness_weight = 0.0           # freematch: self-adaptive fairness loss weight (paper 0.01; 0 = off)
     c.ssl.dist_align = False
     c.ssl.da_momentum = 0.999
 
