@@ -576,3 +576,149 @@ def test_saved_split_that_disagrees_with_num_labels_is_an_error(tmp_path):
     cfg.num_labels = 30
     with pytest.raises(UserError, match="num_labels=30"):
         ensure_split(tmp_path, cfg, ds, 0)
+
+
+# ------------------------------------------------------------------------------------ label balance
+
+
+def test_labeled_split_balanced_equal_per_class():
+    y = np.array([0] * 70 + [1] * 25 + [2] * 5)
+    idx = labeled_split(y, 12, seed=0, balance="balanced")
+    assert np.bincount(y[idx]).tolist() == [4, 4, 4]
+    assert np.bincount(y[labeled_split(y, 12, seed=0)]).tolist() == [8, 3, 1]  # stratified: proportional
+
+
+def test_labeled_split_balanced_small_class_taken_whole(capsys):
+    y = np.array([0] * 70 + [1] * 25 + [2] * 5)
+    idx = labeled_split(y, 30, seed=0, balance="balanced")
+    assert np.bincount(y[idx]).tolist() == [13, 12, 5]
+    assert "class 2 has 5" in capsys.readouterr().err
+
+
+def test_ensure_split_reads_label_balance(tmp_path):
+    write_npz(tmp_path / "d.npz", shape=(60, 4, 4), k=3)
+    cfg = make_cfg("medmnist_npz", tmp_path / "d.npz", num_labels=9, label_balance="balanced")
+    ds = load_dataset(cfg)
+    idx = ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0)
+    assert np.bincount(ds.train_y[idx]).tolist() == [3, 3, 3]
+    cfg.label_balance = "equal"
+    user_error(lambda: ensure_split(tmp_path / "run2", cfg, ds.train_y, seed=0), "data.label_balance", "equal")
+
+
+# ------------------------------------------------------------------------------------ patient groups
+
+
+def write_patients_npz(path: Path, patients: int = 20, per: int = 3) -> np.ndarray:
+    """Train-only npz whose rows come in runs of `per` images per patient; patients.csv beside it."""
+    y = np.repeat(np.arange(patients) % 2, per)
+    x = np.random.default_rng(0).integers(0, 256, (len(y), 4, 4), dtype=np.uint8)
+    np.savez(path, train_images=x, train_labels=y)
+    rows = ["id,patient"] + [f"{i},P{i // per}" for i in range(len(y))]
+    (path.parent / "patients.csv").write_text("\n".join(rows) + "\n")
+    return y
+
+
+def test_patient_carve_and_labeled_draw_keep_patients_whole(tmp_path):
+    write_patients_npz(tmp_path / "p.npz")
+    cfg = make_cfg("medmnist_npz", tmp_path / "p.npz", group_by="patient", num_labels=12)
+    ds = load_dataset(cfg)
+    patient = {str(i): f"P{i // 3}" for i in range(60)}
+    sides = [{patient[i] for i in ids} for ids in (ds.train_ids, ds.val_ids, ds.test_ids)]
+    assert all(sides) and not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert ds.train_groups == [patient[i] for i in ds.train_ids]
+    idx = ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0, groups=ds.train_groups)
+    labeled = {ds.train_groups[i] for i in idx}
+    unlabeled = {g for i, g in enumerate(ds.train_groups) if i not in set(idx.tolist())}
+    assert labeled and not (labeled & unlabeled) and set(ds.train_y[idx]) == {0, 1}
+    assert len(idx) <= 12 + 3
+    resumed = ensure_split(tmp_path / "run", cfg, ds.train_y, seed=5, groups=ds.train_groups)
+    np.testing.assert_array_equal(idx, resumed)  # the requested size, not the row count, is compared
+
+
+def test_without_group_by_patients_are_ignored(tmp_path):
+    write_patients_npz(tmp_path / "p.npz")
+    ds = load_dataset(make_cfg("medmnist_npz", tmp_path / "p.npz"))
+    assert ds.train_groups is None
+
+
+def test_patients_csv_missing_an_id(tmp_path):
+    write_patients_npz(tmp_path / "p.npz")
+    csv = tmp_path / "patients.csv"
+    csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", tmp_path / "p.npz", group_by="patient")),
+               "patients.csv", "'59'")
+
+
+@pytest.mark.parametrize("text,names", [("name,who\n0,a\n", ["id,patient"]),
+                                        ("id,patient\n0,a\n0,b\n", ["line 3", "'0'"]),
+                                        ("id,patient\n0,\n", ["line 2"])])
+def test_bad_patients_csv(tmp_path, text, names):
+    write_patients_npz(tmp_path / "p.npz")
+    (tmp_path / "patients.csv").write_text(text)
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", tmp_path / "p.npz", group_by="patient")),
+               "patients.csv", *names)
+
+
+def test_group_by_without_patient_information(tmp_path):
+    write_npz(tmp_path / "d.npz")
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", tmp_path / "d.npz", group_by="patient")),
+               "data.group_by=patient", "patients.csv")
+    user_error(lambda: load_dataset(make_cfg("sklearn_digits", group_by="patient")), "data.group_by")
+    user_error(lambda: load_dataset(make_cfg("sklearn_digits", group_by="study")), "data.group_by", "study")
+
+
+def test_patient_in_shipped_train_and_test_is_an_error(tmp_path):
+    root = tmp_path / "split"
+    for s in ("train", "test"):
+        for c in ("a", "b"):
+            for i in range(3):
+                save_img(root / s / c / f"{i}.png", value=i)
+    rows = ["id,patient"] + [f"{s}/{c}/{i}.png,{s}{c}{i}" for s in ("train", "test") for c in "ab"
+                             for i in range(3)]
+    rows[-1] = "test/b/2.png,trainb2"
+    (root / "patients.csv").write_text("\n".join(rows) + "\n")
+    user_error(lambda: load_dataset(make_cfg("image_folder", root, group_by="patient")),
+               "'trainb2'", "train/b/2.png", "test/b/2.png")
+
+
+# ------------------------------------------------------------------------------------ label checks
+
+
+def test_one_based_labels_are_an_error_naming_class_0(tmp_path):
+    path = tmp_path / "one_based.npz"
+    np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=labels(20, 2) + 1)
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", path)), "one_based.npz", "class 0", "1-based")
+
+
+def test_empty_class_with_num_classes_set_is_a_warning(tmp_path, capsys):
+    path = tmp_path / "one_based.npz"
+    np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=labels(20, 2) + 1)
+    ds = load_dataset(make_cfg("medmnist_npz", path, num_classes=3))
+    assert ds.num_classes == 3
+    err = capsys.readouterr().err
+    assert "warning:" in err and "class 0" in err and "\n" == err[-1] and err.count("\n") == 1
+
+
+def test_class_only_in_test_is_an_error(tmp_path):
+    path = tmp_path / "k.npz"
+    np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=labels(20, 2),
+             val_images=np.zeros((4, 4, 4), np.uint8), val_labels=np.array([0, 1, 0, 1]),
+             test_images=np.zeros((4, 4, 4), np.uint8), test_labels=np.array([0, 1, 2, 1]))
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", path)), "k.npz", "class 2")
+
+
+def test_relative_data_path_error_names_the_resolved_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    msg = user_error(lambda: load_dataset(make_cfg("medmnist_npz", "data/nope.npz")), "data/nope.npz")
+    assert str(tmp_path / "data" / "nope.npz") in msg
+    msg = user_error(lambda: load_dataset(make_cfg("image_folder", "imgs")), "imgs")
+    assert str(tmp_path / "imgs") in msg
+
+
+def test_features_keep_the_raw_statistics_for_prediction(tmp_path):
+    arrays = write_mescc(tmp_path / "m", 2)
+    ds = load_dataset(make_cfg("mescc_features", tmp_path / "m"))
+    x = arrays["train"][0].astype(np.float32)  # check_features reads features as float32
+    np.testing.assert_array_equal(ds.feature_mean, x.mean(0, dtype=np.float64))
+    np.testing.assert_array_equal(((x - ds.feature_mean) / ds.feature_std).astype(np.float32), ds.train_x)
+    assert len(ds.val_ids) == len(ds.val_y) and len(ds.test_ids) == len(ds.test_y)
