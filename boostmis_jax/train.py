@@ -112,11 +112,14 @@ class Run:
         return Interrupted(self.stop["sig"] or signal.SIGTERM, step)
 
     def close(self) -> None:
-        for s, h in self.old_handlers.items():
-            signal.signal(s, h)
-        if self.writer is not None:
-            self.writer.close()
-        self.ckpt.close()
+        """Handlers back, writer closed, then the checkpointer: the last save, then the workdir lock."""
+        try:
+            for s, h in self.old_handlers.items():
+                signal.signal(s, h)
+            if self.writer is not None:
+                self.writer.close()
+        finally:
+            self.ckpt.close()
 
 
 def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
@@ -124,7 +127,6 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
     main_proc = parallel.is_main_process()
     say = print if main_proc else (lambda *a, **k: None)
     ds = load_dataset(cfg.data)
-    workdir.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
     mesh = parallel.make_mesh()
     parallel.check_divisible("train.batch_size", int(cfg.train.batch_size), mesh)
     say(f"boostmis_jax: {ds.name} ({ds.kind}, {len(ds.train_y)} train / {len(ds.val_y)} val / "
@@ -151,11 +153,14 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
         budget=int(cfg.al.budget), chunk=cfg.al.chunk, knn_k=cfg.al.knn_k, knn_block=cfg.al.knn_block,
         vat_xi=cfg.al.vat_xi, vat_eps=cfg.al.vat_eps, vat_ip=cfg.al.vat_ip, density=cfg.al.density,
         candidates=cfg.al.candidates)
+    from boostmis_jax.workdir import prepare as prepare_workdir
+    # made and locked only once the data and the whole config are known to be good; Run.close releases it
+    ckpt = Checkpointer(workdir, keep=int(cfg.checkpoint.keep), lock=prepare_workdir(workdir))
     r = Run(cfg=cfg, workdir=workdir, ds=ds, mesh=mesh, model=model, cycles=cycles, cycle_budget=cycle_budget,
             train_step=jax.jit(counted("train_step", training.step), out_shardings=(rep, rep), donate_argnums=0),
             predict_probs=jax.jit(counted("predict", lambda v, x: jax.nn.softmax(predict(v, x)[0], -1)),
                                   out_shardings=rep),
-            scorer=scorer, writer=None, ckpt=Checkpointer(workdir, keep=int(cfg.checkpoint.keep)),
+            scorer=scorer, writer=None, ckpt=ckpt,
             compiles=compiles, t_start=t_start, say=say)
     r.old_handlers = {s: signal.signal(s, lambda signum, frame: r.stop.update(sig=signum))
                       for s in (signal.SIGTERM, signal.SIGINT)}
