@@ -1,22 +1,24 @@
 """Run outputs a person reads: JSONL metrics, atomic JSON, a progress bar, and PNG plots/contact sheets.
 
 Everything here is host-side and written by process 0 only, so multi-host runs produce one copy of each file.
-Files are replaced atomically (tmp in the same directory + os.replace) so a killed run never leaves a
-half-written report behind.
+Files are replaced atomically (`fsutil`: tmp in the same directory + os.replace) so a killed run never leaves
+a half-written report behind.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from boostmis_jax.errors import UserError
+from boostmis_jax.fsutil import atomic_write, atomic_write_text
 
 __all__ = [
     "MetricsWriter",
@@ -24,7 +26,10 @@ __all__ = [
     "contact_sheet",
     "plot_confusion_matrix",
     "plot_learning_curve",
+    "plot_roc",
+    "plot_threshold",
     "read_jsonl",
+    "roc_curves",
     "to_jsonable",
     "write_json_atomic",
 ]
@@ -58,31 +63,9 @@ def to_jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
 
 
-def _atomic_write(path: Path, write: Callable[[str], None], suffix: str = ".tmp") -> None:
-    """Call write(tmp_path) then os.replace it over `path`; the tmp file lives in the same dir (same fs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON via tmp + os.replace so readers never see a torn file (e.g. a run summary on kill)."""
-    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
-
-    def _write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(Path(path), _write)
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _parse_lines(text: str) -> tuple[list[dict], list[int]]:
@@ -134,13 +117,7 @@ class MetricsWriter:
         if resume_step is not None and self.path.exists():
             rows, _ = _parse_lines(self.path.read_text(encoding="utf-8"))
             kept = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= resume_step]
-            text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept)
-
-            def _write(tmp: str) -> None:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(text)
-
-            _atomic_write(self.path, _write)
+            atomic_write_text(self.path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
             self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (lives until close)
         else:
             self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
@@ -167,30 +144,60 @@ class MetricsWriter:
 
 
 class Progress:
-    """Thin tqdm wrapper: silent on non-zero processes, resumable via `initial`, postfix via update kwargs."""
+    """Progress of a loop: a tqdm bar on a terminal; elsewhere (a log file, CI, a pipe) one plain line every
+    `every_pct` percent, so logs stay readable instead of filling with carriage-return redraws.
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "", disable: bool | None = None):
-        from tqdm import tqdm
+    Silent on non-zero processes, resumable via `initial`, postfix via update kwargs (`update(0, ...)` only
+    sets it). `close` is idempotent and prints nothing, so an error printed after it is the last line.
+    """
 
+    def __init__(self, total: int, initial: int = 0, desc: str = "", disable: bool | None = None,
+                 plain: bool | None = None, every_pct: float = 5.0, stream=None):
         if disable is None:
             disable = not _is_process0()
-        self._bar = tqdm(total=total, initial=initial, desc=desc, disable=disable, dynamic_ncols=True)
+        self._stream = stream if stream is not None else sys.stderr
+        if plain is None:
+            plain = not (hasattr(self._stream, "isatty") and self._stream.isatty())
+        self.total, self.desc, self.disable, self.plain = int(total), desc, disable, plain
+        self._n, self._postfix, self._closed = int(initial), {}, False
+        self._step = max(1, math.ceil(self.total * every_pct / 100.0)) if self.total else 1
+        self._next = (self._n // self._step + 1) * self._step
+        self._t0, self._n0 = time.time(), self._n
+        self._bar = None
+        if not disable and not plain:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=self._stream)
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         if postfix:
-            clean = {}
             for k, v in postfix.items():
                 v = to_jsonable(v)
-                clean[k] = f"{v:.4g}" if isinstance(v, float) else v
-            self._bar.set_postfix(clean, refresh=False)
-        self._bar.update(n)
+                self._postfix[k] = f"{v:.4g}" if isinstance(v, float) else v
+            if self._bar is not None:
+                self._bar.set_postfix(self._postfix, refresh=False)
+        self._n += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif not self.disable and not self._closed and n and (self._n >= self._next or self._n == self.total):
+            self._next = (self._n // self._step + 1) * self._step
+            self._line()
+
+    def _line(self) -> None:
+        pct = 100.0 * self._n / self.total if self.total else 100.0
+        rate = (self._n - self._n0) / max(time.time() - self._t0, 1e-9)
+        post = "".join(f" {k}={v}" for k, v in self._postfix.items())
+        head = f"{self.desc}: " if self.desc else ""
+        print(f"{head}{self._n}/{self.total} ({pct:.0f}%) {rate:.1f} it/s{post}", file=self._stream, flush=True)
 
     @property
     def n(self) -> int:
-        return int(self._bar.n)
+        return self._n
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None and not self._closed:
+            self._bar.close()
+        self._closed = True
 
     def __enter__(self):
         return self
@@ -211,7 +218,7 @@ def _new_figure(figsize: tuple[float, float]):
 
 def _save_figure(fig, path: str | os.PathLike) -> None:
     fig.tight_layout()
-    _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
 
 
 def plot_learning_curve(
@@ -271,6 +278,83 @@ def plot_confusion_matrix(path: str | os.PathLike, cm: list[list[int]], class_na
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("confusion matrix")
+    _save_figure(fig, path)
+
+
+def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> list[dict]:
+    """One-vs-rest ROC per class: {"name", "fpr", "tpr", "auc"}; fpr/tpr None and auc NaN for a class with no
+    positive or no negative example in `y` (its curve is undefined)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    probs, y = np.asarray(probs, np.float64), np.asarray(y).reshape(-1)
+    k = len(class_names)
+    if probs.ndim != 2 or probs.shape != (len(y), k):
+        raise ValueError(f"probs must have shape ({len(y)}, {k}), got {probs.shape}")
+    out = []
+    for c, name in enumerate(class_names):
+        positive = y == c
+        if not positive.any() or positive.all() or not np.all(np.isfinite(probs[:, c])):
+            out.append({"name": str(name), "fpr": None, "tpr": None, "auc": float("nan")})
+            continue
+        fpr, tpr, _ = roc_curve(positive, probs[:, c])
+        out.append({"name": str(name), "fpr": fpr, "tpr": tpr, "auc": float(roc_auc_score(positive, probs[:, c]))})
+    return out
+
+
+def plot_roc(path: str | os.PathLike, probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> None:
+    """PNG of one one-vs-rest ROC curve per class, its AUC in the legend (the figure readers look at first).
+
+    A class with no positive (or no negative) example in `y` has no curve; the legend says so."""
+    curves = roc_curves(probs, y, class_names)
+    fig = _new_figure((5.6, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--", linewidth=1)
+    for cur in curves:
+        if cur["fpr"] is None:
+            ax.plot([], [], label=f"{cur['name']} (no curve: one-sided)")
+        else:
+            ax.plot(cur["fpr"], cur["tpr"], linewidth=1.6, label=f"{cur['name']} (AUC {cur['auc']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_title(f"ROC, one class vs rest ({len(np.asarray(y).reshape(-1))} examples)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(True, alpha=0.3)
+    _save_figure(fig, path)
+
+
+def plot_threshold(path: str | os.PathLike, rows: list[dict], cycle_steps: Sequence[int] = ()) -> None:
+    """PNG of the threshold tau (`train/threshold`), the mask rate (`train/mask_rate`) and the learning status
+    (`train/learning_status`) against the step, from metrics.jsonl rows, cycle boundaries as dashed lines."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        step = row.get("step")
+        for key in ("train/threshold", "train/mask_rate", "train/learning_status"):
+            value = to_jsonable(row.get(key))
+            if step is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series.setdefault(key, []).append((float(step), float(value)))
+    fig = _new_figure((7.2, 5.2))
+    top = fig.add_subplot(2, 1, 1)
+    bottom = fig.add_subplot(2, 1, 2, sharex=top)
+    for ax, keys in ((top, ("train/threshold", "train/mask_rate")), (bottom, ("train/learning_status",))):
+        for key in keys:
+            pts = sorted(series.get(key, []))
+            if pts:
+                label = {"train/threshold": "threshold tau", "train/mask_rate": "mask rate (pseudo-labeled)",
+                         "train/learning_status": "learning status"}[key]
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], linewidth=1.3, label=label)
+        for b in cycle_steps:
+            ax.axvline(float(b), color="0.5", linestyle="--", linewidth=0.8)
+        ax.grid(True, alpha=0.3)
+        if any(series.get(k) for k in keys):
+            ax.legend(loc="best", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    top.set_ylabel("tau / mask rate")
+    top.set_title("adaptive threshold" + (" (dashed: cycle boundaries)" if len(cycle_steps) else ""))
+    bottom.set_ylabel("learning status")
+    bottom.set_xlabel("step")
     _save_figure(fig, path)
 
 
@@ -348,4 +432,4 @@ def contact_sheet(
         for j, line in enumerate(lines[i]):
             draw.text((x0, y0 + tile_h + 2 + j * line_h - top), _fit_text(draw, line, font, tile_w),
                       fill="black", font=font)
-    _atomic_write(Path(path), lambda tmp: sheet.save(tmp, format="PNG"), suffix=".png")
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"), suffix=".png")

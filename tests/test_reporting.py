@@ -1,4 +1,5 @@
 """MetricsWriter resume/corruption handling, atomic JSON, and the PNG outputs."""
+import io
 import json
 
 import numpy as np
@@ -12,7 +13,10 @@ from boostmis_jax.reporting import (
     contact_sheet,
     plot_confusion_matrix,
     plot_learning_curve,
+    plot_roc,
+    plot_threshold,
     read_jsonl,
+    roc_curves,
     write_json_atomic,
 )
 
@@ -98,6 +102,49 @@ def test_progress_smoke():
     p.close()
 
 
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_progress_without_a_terminal_prints_plain_lines_every_few_percent():
+    out = _Stream(tty=False)
+    p = Progress(total=200, initial=40, desc="cycle 0", disable=False, stream=out)
+    for i in range(160):
+        p.update(1)
+        if i == 3:
+            p.update(0, loss=0.5)
+    p.close()
+    p.close()
+    text = out.getvalue()
+    lines = text.splitlines()
+    assert "\r" not in text
+    assert [ln.split()[2] for ln in lines] == [f"{n}/200" for n in range(50, 201, 10)]  # every 5% = 10 steps
+    assert lines[0].startswith("cycle 0: 50/200 (25%)") and lines[-1].endswith("loss=0.5") and p.n == 200
+
+
+def test_progress_on_a_terminal_is_a_redrawn_bar():
+    out = _Stream(tty=True)
+    p = Progress(total=10, desc="t", disable=False, stream=out)
+    p.update(5)
+    p.close()
+    assert "\r" in out.getvalue()
+
+
+def test_progress_close_then_error_leaves_the_error_last():
+    out = _Stream(tty=False)
+    p = Progress(total=100, desc="c", disable=False, stream=out)
+    p.update(7)
+    p.close()
+    p.update(50)  # a late update after close (e.g. a finally) prints nothing
+    print("error: diverged", file=out)
+    assert out.getvalue().splitlines()[-1] == "error: diverged"
+
+
 def _png(path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = Image.open(path)
@@ -153,3 +200,32 @@ def test_contact_sheet_rejects_bad_input(tmp_path):
         contact_sheet(tmp_path / "x.png", np.zeros((2, 8, 8, 2), np.uint8), ["a", "b"])
     with pytest.raises(ValueError):
         contact_sheet(tmp_path / "x.png", np.zeros((2, 8, 8, 1), np.uint8), ["a"])
+
+
+def test_roc_curves_and_png(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    probs = rng.dirichlet(np.ones(3), size=60)
+    probs[y == 0] = [0.9, 0.05, 0.05]  # class 0 separated perfectly
+    curves = roc_curves(probs, y, ["a", "b", "c"])
+    assert [c["name"] for c in curves] == ["a", "b", "c"] and curves[0]["auc"] == 1.0
+    from sklearn.metrics import roc_auc_score
+    assert curves[1]["auc"] == pytest.approx(roc_auc_score(y == 1, probs[:, 1]))
+    plot_roc(tmp_path / "roc.png", probs, y, ["a", "b", "c"])
+    assert _png(tmp_path / "roc.png").width >= 300
+    one_sided = roc_curves(probs[:40], y[:40], ["a", "b", "c"])  # no example of "c"
+    assert one_sided[2]["fpr"] is None and np.isnan(one_sided[2]["auc"])
+    plot_roc(tmp_path / "roc2.png", probs[:40], y[:40], ["a", "b", "c"])
+    _png(tmp_path / "roc2.png")
+    with pytest.raises(ValueError):
+        plot_roc(tmp_path / "bad.png", probs[:, :2], y, ["a", "b", "c"])
+
+
+def test_threshold_png(tmp_path):
+    rows = [{"step": s, "train/threshold": 0.9 - 0.001 * s, "train/mask_rate": 0.01 * s,
+             "train/learning_status": 1.0} for s in range(5, 100, 5)]
+    rows.append({"step": 50, "eval/macro_f1": 0.5})
+    plot_threshold(tmp_path / "threshold.png", rows, cycle_steps=[40, 80])
+    assert _png(tmp_path / "threshold.png").height >= 300
+    plot_threshold(tmp_path / "empty.png", [{"step": 1, "train/loss": 1.0}])
+    _png(tmp_path / "empty.png")
