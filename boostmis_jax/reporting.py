@@ -29,9 +29,11 @@ __all__ = [
     "plot_roc",
     "plot_threshold",
     "read_jsonl",
+    "read_predictions",
     "roc_curves",
     "to_jsonable",
     "write_json_atomic",
+    "write_predictions",
 ]
 
 
@@ -98,6 +100,43 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     if bad:
         raise UserError(f"{path}: line {bad[0]} is not a JSON object; fix or delete that line")
     return rows
+
+
+def write_predictions(path: str | os.PathLike, ids: Sequence[str], probs: np.ndarray, class_names: Sequence[str],
+                      labels: np.ndarray | None = None) -> None:
+    """Per-row predictions as CSV, atomically: id, predicted, predicted_name, prob_<class> per class, and
+    label, label_name when the labels are known. Probabilities are float32 in their shortest exact form, so
+    two files of the same model's outputs compare equal."""
+    import csv
+    import io
+
+    probs = np.asarray(probs, np.float32)
+    if probs.ndim != 2 or probs.shape != (len(ids), len(class_names)):
+        raise ValueError(f"probs must have shape ({len(ids)}, {len(class_names)}), got {probs.shape}")
+    names = [str(c) for c in class_names]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "predicted", "predicted_name", *[f"prob_{n}" for n in names],
+                *(["label", "label_name"] if labels is not None else [])])
+    pred = np.argmax(probs, axis=1) if len(ids) else np.zeros(0, np.int64)
+    for i, rid in enumerate(ids):
+        row = [rid, int(pred[i]), names[pred[i]], *[str(v) for v in probs[i]]]
+        if labels is not None:
+            row += [int(labels[i]), names[int(labels[i])]]
+        w.writerow(row)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str]]:
+    """(ids, probs (N, C) float32, class names) of a `write_predictions` file."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    cols = [i for i, h in enumerate(header) if h.startswith("prob_")]
+    probs = np.array([[np.float32(r[i]) for i in cols] for r in rows[1:]], np.float32).reshape(-1, len(cols))
+    return [r[0] for r in rows[1:]], probs, [header[i][len("prob_"):] for i in cols]
 
 
 class MetricsWriter:

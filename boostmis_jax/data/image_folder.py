@@ -32,11 +32,11 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS or dicom.is_dicom(path)
 
 
-def _subdirs(folder: Path) -> list[Path]:
+def subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path, accept: Callable[[Path], bool] = is_image) -> list[Path]:
+def images_in(folder: Path, accept: Callable[[Path], bool] = is_image) -> list[Path]:
     return sorted(p for p in folder.rglob("*")
                   if p.is_file() and not p.name.startswith(".") and accept(p))
 
@@ -155,11 +155,11 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     if size < 0:
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
     opts = dicom.DicomOptions.from_cfg(cfg)
-    top = _subdirs(root)
+    top = subdirs(root)
     split_layout = bool(top) and "train" in {p.name for p in top} and {p.name for p in top} <= set(SPLITS)
     split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()} if split_layout else {"train": root}
     train_dir = split_dirs["train"]
-    class_dirs = _subdirs(train_dir)
+    class_dirs = subdirs(train_dir)
     if not class_dirs:
         raise UserError(f"{train_dir}: no class sub-folders; put images in {train_dir}/<class name>/")
     classes = [p.name for p in class_dirs]
@@ -172,11 +172,11 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     files: dict[str, list[tuple[Path, int]]] = {}
     for split, folder in split_dirs.items():
         entries: list[tuple[Path, int]] = []
-        for cdir in _subdirs(folder):
+        for cdir in subdirs(folder):
             if cdir.name not in classes:
                 raise UserError(f"{cdir}: class folder not in {train_dir} ({', '.join(classes)}); "
                                 "rename it to a training class or add it to train")
-            found = _images_in(cdir, accept)
+            found = images_in(cdir, accept)
             if split == "train" and not found:
                 raise UserError(f"{cdir}: no {what} files; add images or remove the folder")
             entries += [(p, classes.index(cdir.name)) for p in found]
