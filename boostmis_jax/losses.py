@@ -38,7 +38,9 @@ def freematch_fairness(probs_strong: jnp.ndarray, mask: jnp.ndarray, p_tilde: jn
     histogram label_hist; both from the freematch threshold state after this step's update, no gradient)
     and the mean strong-view probability of the masked rows p_bar modulated by their argmax histogram h_bar
     (no gradient through h_bar). Minimising it pushes the masked predictions to spread over classes.
-    Fixed shapes: `mask` (float or bool, padded rows 0) weights the rows; with no masked row it is 0."""
+    The sign is the paper's and USB's (asked and confirmed as intended in microsoft/Semi-supervised-learning
+    issue #182). Fixed shapes: `mask` (float or bool, padded rows 0) weights the rows; with no masked row
+    it is 0."""
     num_classes = probs_strong.shape[-1]
     m = mask.astype(probs_strong.dtype)
     n = jnp.sum(m)
