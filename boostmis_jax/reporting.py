@@ -373,6 +373,8 @@ def plot_threshold(path: str | os.PathLike, rows: list[dict], cycle_steps: Seque
             value = to_jsonable(row.get(key))
             if step is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(key, []).append((float(step), float(value)))
+    last = max((pt[0] for pts in series.values() for pt in pts), default=None)
+    cycle_steps = [b for b in cycle_steps if last is None or float(b) < last]  # not the right edge itself
     fig = _new_figure((7.2, 5.2))
     top = fig.add_subplot(2, 1, 1)
     bottom = fig.add_subplot(2, 1, 2, sharex=top)
