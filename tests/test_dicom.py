@@ -127,6 +127,29 @@ def test_rle_compressed_decodes_like_the_plain_file(tmp_path):
     np.testing.assert_array_equal(read_dicom(path, DicomOptions()), arr)
 
 
+def test_jpeg_baseline_decodes_through_an_installed_plugin(tmp_path):
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGBaseline8Bit
+
+    if not get_decoder(JPEGBaseline8Bit).is_available:
+        pytest.skip("no JPEG baseline decoder (Pillow or pylibjpeg) installed")
+    arr = np.kron(RNG.integers(0, 256, (2, 2)), np.ones((8, 8))).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    path = write_dcm(tmp_path / "jpeg.dcm", arr)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(path)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    np.testing.assert_array_equal(read_dicom(path, DicomOptions()), decoded)
+
+
 def test_compressed_without_a_decoder_names_the_extra(tmp_path):
     from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder
