@@ -79,7 +79,8 @@ class Checkpointer:
         self._pending = step
 
     def _failed(self, e: BaseException, step: int | None) -> BaseException:
-        """The one-line UserError for a failed save (a bug that is no filesystem fault is returned as is)."""
+        """The one-line UserError for a failed save of `step` (or of the step a tmp path in the message
+        names); an error that is no filesystem fault (a bug) is returned as is."""
         code = getattr(e, "errno", None) if isinstance(e, OSError) else None
         m = _OS_CODE.search(str(e))
         if code is None and m:
@@ -89,7 +90,7 @@ class Checkpointer:
         if code is None:
             return e
         m = _TMP_STEP.search(str(e))
-        failed = int(m.group(1)) if m else (self._pending if self._pending is not None else step)
+        failed = int(m.group(1)) if m else step
         self._pending = None
         self._remove_partial()
         found = latest_checkpoint(self.dir)

@@ -149,6 +149,9 @@ def check_against_defaults(cfg: ConfigDict, path: str) -> None:
 
     have, want = _flat(cfg), _flat(get_config())
     unknown = [k for k in have if k not in want]
+    if unknown and all(k.startswith("study.") for k in unknown):
+        raise UserError(f"--config file {path} is a study config (it has a `study` section); run it with "
+                        f"python -m boostmis_jax.study, or use a configs/*.py without one")
     if unknown:
         hints = []
         for k in unknown:
@@ -165,7 +168,7 @@ def check_against_defaults(cfg: ConfigDict, path: str) -> None:
         default, declared = want[k]
         if not _type_ok(v, default, declared):
             kind = type(default).__name__ if default is not None else getattr(declared, "__name__", "?")
-            raise UserError(f"config {k}={v!r} (set in {path}) is a {type(v).__name__}, expected a {kind}; "
+            raise UserError(f"config {k}={v!r} (set in {path}) has type {type(v).__name__}, expected {kind}; "
                             f"fix it in the file or pass --config.{k}=...")
 
 
