@@ -78,9 +78,11 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for every key that changes results between a checkpoint's config and this one."""
-    a, b = _flatten(old), _flatten(new)
+def config_changes(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """'key: old -> new' for every key that changes results between a checkpoint's config and this one.
+
+    A key the checkpoint does not know (added to the defaults since) counts as its default."""
+    a, b = {**_flatten(defaults or {}), **_flatten(old)}, _flatten(new)
     changed = []
     for key in sorted(set(a) | set(b)):
         if any(key == m or (m.endswith(".") and key.startswith(m)) for m in MAY_CHANGE):

@@ -117,6 +117,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check every value a run depends on; raise UserError naming the key, the value and the fix."""
     from boostmis_jax.acquisition import CANDIDATES, DENSITIES, parse_selectors
+    from boostmis_jax.data.validate import check_data_options
     from boostmis_jax.oracle import ORACLES
     from boostmis_jax.thresholds import get_threshold
 
@@ -164,3 +165,4 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
          "must be an integer >= 0")
     need(number("al.vat_xi") > 0, "al.vat_xi", "must be > 0")
     need(cfg.al.vat_eps is None or number("al.vat_eps") > 0, "al.vat_eps", "must be > 0 (or unset)")
+    check_data_options(cfg.data)

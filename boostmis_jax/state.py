@@ -7,6 +7,7 @@ distribution-alignment class marginals), n_active (N_A: samples annotated in the
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -95,21 +96,19 @@ def snapshot_best(state: dict) -> dict:
     return {**state, "best": ema_variables(state)}
 
 
-@jax.jit
-def _apply_cycle_inputs(state, is_labeled, n_active, p_target):
-    ssl = {**state["ssl"], "p_target": p_target}
-    thr = ssl["thr"]
-    if "memory" in thr:  # labeled rows leave the pool: C_t counts unlabeled samples only
-        ssl["thr"] = {**thr, "memory": jnp.where(is_labeled, -1, thr["memory"])}
+@partial(jax.jit, static_argnums=0)
+def _apply_cycle_inputs(threshold: Threshold, state, is_labeled, n_active, p_target):
+    ssl = {**state["ssl"], "p_target": p_target, "thr": threshold.leave_pool(state["ssl"]["thr"], is_labeled)}
     return {**state, "n_active": n_active, "ssl": ssl}
 
 
-def set_cycle_inputs(state: dict, labeled, labels, n_active: int, num_classes: int, sharding) -> dict:
-    """What a cycle's labeled set feeds the step: N_A, the labeled class marginal (distribution alignment),
-    and the threshold memory with labeled rows removed. All state, so checkpoints and resumes carry it;
-    fixed shapes, so nothing recompiles."""
+def set_cycle_inputs(state: dict, labeled, labels, n_active: int, num_classes: int, sharding,
+                     threshold: Threshold) -> dict:
+    """What a cycle's labeled set feeds the step: N_A (the latest round's count), the labeled class marginal
+    (distribution alignment), and the threshold state with labeled rows out of the pool. All state, so
+    checkpoints and resumes carry it; fixed shapes, so nothing recompiles."""
     is_labeled = np.zeros(labels.shape, bool)
     is_labeled[labeled] = True
     p_target = np.bincount(labels[labeled], minlength=num_classes).astype(np.float32) / len(labeled)
     args = jax.device_put((is_labeled, np.int32(n_active), p_target), sharding)
-    return _apply_cycle_inputs(state, *args)
+    return _apply_cycle_inputs(threshold, state, *args)

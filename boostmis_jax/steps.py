@@ -60,6 +60,7 @@ def make_train_step(model, tx, schedule, *, ssl, aug, kind: str, mean, std, seed
     lambda_u = float(ssl.lambda_u)
     dist_align = bool(ssl.dist_align)
     da_m = float(ssl.da_momentum)
+    fairness = float(ssl.fairness_weight)
     use_u = uses_unlabeled(ssl)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
@@ -97,13 +98,19 @@ def make_train_step(model, tx, schedule, *, ssl, aug, kind: str, mean, std, seed
             targets = losses.pseudo_targets(probs, hard=hard, temperature=temperature)
             maskf = mask.astype(jnp.float32)
             unsup = losses.consistency(ls, targets, maskf)
+            loss = sup + lambda_u * unsup
+            if fairness > 0:  # FreeMatch's self-adaptive fairness term (threshold_config enforces freematch)
+                fair = losses.freematch_fairness(jax.nn.softmax(ls, axis=-1), maskf, thr_state["p_tilde"],
+                                                 thr_state["label_hist"])
+                loss = loss + fairness * fair
+                thr_logs = {**thr_logs, "fairness_loss": fair}
             pred = jnp.argmax(probs, -1)
             yu = batch["yu"]
             known = (yu >= 0) & mask
             aux.update(unsup=unsup, mask_rate=jnp.mean(maskf), tau=tau, thr_logs=thr_logs,
                        ssl={**state["ssl"], "thr": thr_state, "p_model": p_model},
                        pseudo_acc=jnp.sum((pred == yu) & known) / jnp.maximum(jnp.sum(known), 1))
-            return sup + lambda_u * unsup, aux
+            return loss, aux
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import platform
 import signal
 import sys
 import time
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boostmis_jax import acquisition, defaults, parallel, reporting
+from boostmis_jax import acquisition, defaults, export, parallel, reporting
 from boostmis_jax.bookkeeping import Book, config_changes, data_fingerprint
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
@@ -209,7 +208,8 @@ def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
         check_resumable(r, book, fingerprint)
         r.say(f"resuming from step {step} (cycle {book.cycle}, phase {book.phase}) in {r.workdir}")
     else:
-        split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds, int(cfg.seed)))
+        split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds.train_y, int(cfg.seed),
+                                                          groups=ds.train_groups))
         book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
                     config=cfg.to_dict(), data_fingerprint=fingerprint)
     r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl",
@@ -224,7 +224,7 @@ def check_resumable(r: Run, book: Book, fingerprint: str) -> None:
     if book.data_fingerprint and book.data_fingerprint != fingerprint:
         raise UserError(f"the data differs from the data this run was trained on (data.path="
                         f"{r.cfg.data.path!r}, fingerprint {book.data_fingerprint} -> {fingerprint}); use {where}")
-    changes = config_changes(book.config, r.cfg.to_dict()) if book.config else []
+    changes = config_changes(book.config, r.cfg.to_dict(), defaults.get_config().to_dict()) if book.config else []
     done = len(book.history) - 1  # cycles finished after the first stage
     if int(r.cfg.al.cycles) < done:
         changes.append(f"al.cycles: this run already finished {done} > {int(r.cfg.al.cycles)}")
@@ -334,7 +334,8 @@ def train_cycle(r: Run, state: dict, book: Book) -> dict:
     """Train the current cycle to its end step: log, validate, checkpoint, honour signals."""
     t = r.cfg.train
     labels = book.labels(r.ds.train_y)
-    state = set_cycle_inputs(state, np.asarray(book.labeled), labels, book.n_latest, r.ds.num_classes, r.rep)
+    state = set_cycle_inputs(state, np.asarray(book.labeled), labels, book.n_latest, r.ds.num_classes, r.rep,
+                             get_threshold(r.cfg.ssl.threshold))
     make_batch, n_unlabeled = batch_maker(r, book)
     step, end = int(state["step"]), r.cycles.end_step(book.cycle)
     r.say(f"cycle {book.cycle}: {len(book.labeled)} labeled, {n_unlabeled} unlabeled, steps {step}->{end}")
@@ -390,7 +391,7 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
     r.say(f"cycle {book.cycle} done at step {step}: test macro-F1 {test['macro_f1']:.4f}, accuracy "
           f"{test['accuracy']:.4f}, AUC {test['auc']:.4f} ({len(book.labeled)} labels)")
     if parallel.is_main_process():
-        write_cycle_plots(r, book, test_probs)
+        write_cycle_plots(r, book, state, test_probs)
     book.phase = "acquire" if book.cycle < int(r.cfg.al.cycles) else "done"
     r.save(step, state, book)
     if book.phase != "done" and r.should_stop(step):
@@ -398,10 +399,17 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
     return state
 
 
-def write_cycle_plots(r: Run, book: Book, test_probs: np.ndarray) -> None:
+def write_cycle_plots(r: Run, book: Book, state: dict, test_probs: np.ndarray) -> None:
+    """The portable model (DIR/model/), test predictions, confusion matrix, ROC, threshold and learning
+    curve of the cycle just finished."""
+    h = book.history[-1]
+    export.write_cycle_outputs(r.workdir, ds=r.ds, model_cfg=r.cfg.model, data_cfg=r.cfg.data,
+                               variables=jax.device_get(best_variables(state, book)), test_probs=test_probs,
+                               step=h["step"], cycle=h["cycle"], labeled=h["labeled"],
+                               cycle_steps=[c["step"] for c in book.history])
     if int(r.cfg.al.cycles) > 0:
         reporting.plot_learning_curve(r.workdir / "learning_curve.png", [
-            {"labeled": h["labeled"], "test/macro_f1": h["test"]["macro_f1"]} for h in book.history])
+            {"labeled": c["labeled"], "test/macro_f1": c["test"]["macro_f1"]} for c in book.history])
 
 
 def acquire(r: Run, state: dict, book: Book) -> bool:
@@ -446,21 +454,12 @@ def summarize(r: Run, book: Book, step: int) -> dict:
                "picks": {str(c): p for c, p in book.picks.items()},
                "devices": r.mesh.devices.size, "processes": jax.process_count(),
                "backend": jax.default_backend(), "compiles": {**r.compiles, "scorer": r.scorer.compiles},
-               "config": r.cfg.to_dict(), "versions": versions(),
+               "config": r.cfg.to_dict(), "versions": export.versions(),
                "wall_time_s": book.wall_time_s + time.time() - r.t_start}
     if parallel.is_main_process():
         reporting.write_json_atomic(r.workdir / "summary.json", reporting.to_jsonable(summary))
         print_report(summary, r.ds, r.workdir)
     return summary
-
-
-def versions() -> dict:
-    import flax
-    import optax
-    import orbax.checkpoint as ocp
-    return {"python": platform.python_version(), "jax": jax.__version__, "jaxlib": jax.lib.__version__,
-            "flax": flax.__version__, "optax": optax.__version__, "orbax": ocp.__version__,
-            "numpy": np.__version__}
 
 
 def print_report(summary: dict, ds, workdir: Path) -> None:

@@ -324,3 +324,17 @@ def test_update_is_identical_sharded_over_8_devices(name):
         assert l1 == pytest.approx(l8, rel=1e-6)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), s1, s8)
     assert any(a.any() for a, _, _ in m1) and not all(a.all() for a, _, _ in m1)  # not vacuous
+
+
+def test_cycle_inputs_take_labeled_rows_out_of_the_pool_and_set_targets():
+    import jax
+
+    from boostmis_jax.state import set_cycle_inputs
+    thr = get_threshold("flexmatch")
+    state = {"ssl": {"thr": {"memory": jnp.asarray([0, 1, 1, -1, 0, 1], jnp.int32)},
+                     "p_model": jnp.full((2,), .5), "p_target": jnp.full((2,), .5)},
+             "n_active": jnp.zeros((), jnp.int32)}
+    out = set_cycle_inputs(state, np.asarray([1, 2, 4, 5]), np.asarray([0, 1, 1, 1, 0, 1]), 3, 2,
+                           jax.devices()[0], thr)
+    assert out["ssl"]["thr"]["memory"].tolist() == [0, -2, -2, -1, -2, -2]
+    assert out["ssl"]["p_target"].tolist() == pytest.approx([0.25, 0.75]) and int(out["n_active"]) == 3

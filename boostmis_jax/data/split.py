@@ -298,8 +298,6 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray,
     without data.group_by). Always (re)writes workdir/split.json so the run is reproducible from its workdir
     alone.
     """
-    if hasattr(train_y, "train_y"):  # transitional: the loop used to pass the Dataset
-        train_y, groups = train_y.train_y, getattr(train_y, "train_groups", None)
     train_y = np.asarray(train_y)
     check_data_options(cfg_data)
     saved_path = Path(workdir).expanduser() / SPLIT_NAME
