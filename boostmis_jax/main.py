@@ -172,6 +172,12 @@ def check_against_defaults(cfg: ConfigDict, path: str) -> None:
                             f"fix it in the file or pass --config.{k}=...")
 
 
+def _single_process(cfg: ConfigDict) -> bool:
+    """No coordinator in the config or the environment: parallel.init_distributed will do nothing."""
+    return not (cfg.parallel.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+                or os.environ.get("SLURM_JOB_ID"))
+
+
 def _workdir_fault(e: OSError, workdir: str) -> str | None:
     """One line for a filesystem fault while writing the workdir (full disk, read-only, permission, a file
     in the way); None for any other OSError (a bug, or an input file: those keep their traceback)."""
@@ -215,6 +221,9 @@ def main(argv: list[str]) -> None:
     from boostmis_jax.train import Interrupted, run
 
     try:
+        if _single_process(cfg):  # multi-process: process 0 alone locks, in train.setup
+            from boostmis_jax.workdir import refuse_if_busy
+            refuse_if_busy(_WORKDIR.value)
         out = run(cfg, _WORKDIR.value)
     except UserError as e:
         _die(str(e))

@@ -146,6 +146,25 @@ def _lock(path: Path) -> int:
     return fd
 
 
+def refuse_if_busy(workdir: str | os.PathLike) -> None:
+    """The early answer for a single-process run: refuse before the data is loaded when another run holds
+    DIR's lock (creating nothing). `prepare` still takes the lock for real; the probe holds it for an
+    instant only, so of two runs started at once one goes on."""
+    path = Path(workdir).absolute()
+    try:
+        fd = os.open(path / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return  # no lock file (or no workdir): nothing to wait for; prepare says what else is wrong
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise UserError(f"another run ({_read_holder(fd)}) is using {path}; wait for it or use another "
+                            f"--workdir") from None
+    finally:
+        os.close(fd)  # drops our shared lock too
+
+
 def _read_holder(fd: int) -> str:
     """'pid N' (and the host when it is another machine) from the lock file, for the refusal line."""
     try:

@@ -181,6 +181,22 @@ def test_lock_refuses_a_second_holder_and_a_killed_holder_does_not_block(tmp_pat
     workdir.prepare(tmp_path).release()
 
 
+def test_early_probe_refuses_a_held_workdir_and_creates_nothing(tmp_path):
+    workdir.refuse_if_busy(tmp_path / "none")  # no workdir yet: nothing to wait for
+    assert not (tmp_path / "none").exists()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / workdir.LOCK_NAME)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"another run \\(pid {holder.pid}\\) is using {tmp_path}"):
+            workdir.refuse_if_busy(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    workdir.refuse_if_busy(tmp_path)
+    workdir.prepare(tmp_path).release()  # the probe held nothing
+
+
 def test_lock_names_another_host(tmp_path):
     (tmp_path / workdir.LOCK_NAME).write_text("4242 some-other-node\n")
     fd = os.open(tmp_path / workdir.LOCK_NAME, os.O_RDWR)
@@ -212,8 +228,9 @@ def test_second_cli_run_on_a_workdir_refuses_and_a_killed_run_leaves_no_stale_lo
                 break
             time.sleep(0.1)
         assert first.poll() is None, "the first run ended before holding the lock"
-        line = error_line(run_cmd(cli(wd)))
-        assert f"another run (pid {first.pid}) is using {wd}" in line
+        second = run_cmd(cli(wd))
+        assert f"another run (pid {first.pid}) is using {wd}" in error_line(second)
+        assert "boostmis_jax:" not in second.stdout  # refused at once, before loading the data
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -239,13 +256,25 @@ def test_prepare_then_release_removes_only_what_it_created_and_left_empty(tmp_pa
 
 
 @pytest.mark.parametrize("flag", ["--config.model.dtype=float16x", "--config.train.lr=-1",
-                                  "--config.train.lr=0", "--config.checkpoint.keep=0",
-                                  "--config.checkpoint.keep=-1", "--config.model.dtype=int8"])
+                                  "--config.checkpoint.keep=0"])
 def test_bad_values_are_one_line_naming_the_key_and_leave_no_workdir(tmp_path, flag):
     key = flag.split("=")[0].removeprefix("--config.")
     line = error_line(run_cmd(cli(tmp_path / "a" / "run", flag)))
     assert key in line
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("key, value", [("train.lr", 0.0), ("checkpoint.keep", -1), ("model.dtype", "int8"),
+                                        ("train.lr", float("nan")), ("train.steps", 0)])
+def test_bad_value_neighbours_are_refused_by_name(key, value):
+    from boostmis_jax.defaults import get_config, validate
+
+    cfg = get_config()
+    section, leaf = key.split(".")
+    with cfg.unlocked():
+        cfg[section][leaf] = value
+    with pytest.raises(UserError, match=key.replace(".", "\\.")):
+        validate(cfg)
 
 
 def test_config_error_found_after_the_data_loads_leaves_no_workdir(tmp_path):
