@@ -518,10 +518,10 @@ def test_ensure_split_creates_then_resumes(tmp_path):
     cfg = make_cfg("medmnist_npz", tmp_path / "d.npz", num_labels=9)
     ds = load_dataset(cfg)
     work = tmp_path / "run"
-    first = ensure_split(work, cfg, ds, seed=0)
+    first = ensure_split(work, cfg, ds.train_y, seed=0)
     assert len(first) == 9 and set(ds.train_y[first]) == {0, 1, 2}
     assert (work / "split.json").is_file() and sorted(p.name for p in work.iterdir()) == ["split.json"]
-    resumed = ensure_split(work, cfg, ds, seed=123)  # another seed would pick other rows: resume must win
+    resumed = ensure_split(work, cfg, ds.train_y, seed=123)  # another seed would pick other rows: resume must win
     np.testing.assert_array_equal(first, resumed)
     assert not np.array_equal(first, labeled_split(ds.train_y, 9, 123))
 
@@ -531,13 +531,13 @@ def test_ensure_split_uses_split_file_and_rejects_conflict(tmp_path):
     (tmp_path / "mine.txt").write_text("0\n1\n2\n3\n")
     cfg = make_cfg("medmnist_npz", tmp_path / "d.npz", split_file=str(tmp_path / "mine.txt"))
     ds = load_dataset(cfg)
-    got = ensure_split(tmp_path / "run", cfg, ds, seed=0)
+    got = ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0)
     np.testing.assert_array_equal(got, [0, 1, 2, 3])
     np.testing.assert_array_equal(load_split_file(tmp_path / "run" / "split.json", 60), [0, 1, 2, 3])
-    np.testing.assert_array_equal(ensure_split(tmp_path / "run", cfg, ds, seed=0), [0, 1, 2, 3])
+    np.testing.assert_array_equal(ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0), [0, 1, 2, 3])
     (tmp_path / "other.txt").write_text("5\n6\n")
     cfg.split_file = str(tmp_path / "other.txt")
-    user_error(lambda: ensure_split(tmp_path / "run", cfg, ds, seed=0), "split.json", "other.txt")
+    user_error(lambda: ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0), "split.json", "other.txt")
 
 
 def test_ensure_split_rejects_split_of_other_dataset(tmp_path):
@@ -545,7 +545,7 @@ def test_ensure_split_rejects_split_of_other_dataset(tmp_path):
     cfg = make_cfg("medmnist_npz", tmp_path / "d.npz")
     ds = load_dataset(cfg)
     save_split(tmp_path / "run" / "split.json", [0, 1, 2], np.zeros(len(ds.train_y), np.int32))
-    user_error(lambda: ensure_split(tmp_path / "run", cfg, ds, seed=0), "split.json", "checksum")
+    user_error(lambda: ensure_split(tmp_path / "run", cfg, ds.train_y, seed=0), "split.json", "checksum")
 
 
 # ----------------------------------------------------------------------------------------------- real
@@ -558,7 +558,7 @@ def test_pneumoniamnist(tmp_path):
     assert ds.train_x.shape == (4708, 28, 28, 1) and ds.num_classes == 2
     assert (len(ds.val_y), len(ds.test_y)) == (524, 624)
     assert np.bincount(ds.train_y).tolist() == [1214, 3494]
-    idx = ensure_split(tmp_path, cfg, ds, seed=0)
+    idx = ensure_split(tmp_path, cfg, ds.train_y, seed=0)
     assert len(idx) == 50 and np.bincount(ds.train_y[idx]).tolist() == [13, 37]
 
 
@@ -570,12 +570,12 @@ def test_saved_split_that_disagrees_with_num_labels_is_an_error(tmp_path):
     cfg = ml_collections.ConfigDict({"source": "sklearn_digits", "path": "", "num_labels": 20, "split_file": "",
                                      "val_fraction": 0.1, "test_fraction": 0.2, "image_size": 0, "num_classes": 0})
     ds = load_dataset(cfg)
-    first = ensure_split(tmp_path, cfg, ds, 0)
+    first = ensure_split(tmp_path, cfg, ds.train_y, 0)
     assert len(first) == 20
-    assert ensure_split(tmp_path, cfg, ds, 0).tolist() == first.tolist()  # resume
+    assert ensure_split(tmp_path, cfg, ds.train_y, 0).tolist() == first.tolist()  # resume
     cfg.num_labels = 30
     with pytest.raises(UserError, match="num_labels=30"):
-        ensure_split(tmp_path, cfg, ds, 0)
+        ensure_split(tmp_path, cfg, ds.train_y, 0)
 
 
 # ------------------------------------------------------------------------------------ label balance
