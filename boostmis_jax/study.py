@@ -543,7 +543,7 @@ def _figure(size: tuple[float, float]):
 def _save(fig, path: Path) -> None:
     from boostmis_jax.fsutil import atomic_write
 
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"), suffix=".png")
 
 

@@ -6,8 +6,8 @@ run. Macro-F1 then weighs the rare classes as much as the common ones.
   python -m boostmis_jax.study --config configs/study_digits.py --workdir runs/study_digits
 
 The labeled set is drawn in class proportion (at least one per class), so the rare grades start with one or
-two labels and the selectors have to find them. reduced: 9 methods x 3 seeds, about 90 minutes on 2 CPU
-cores; full: every method x 5 seeds, longer training.
+two labels and the selectors have to find them. reduced: 9 methods x 5 seeds, about an hour on 2 CPU
+cores; full: every method x 10 seeds, longer training.
 """
 from boostmis_jax.defaults import get_config as _default
 from boostmis_jax.study import METHODS, study_section
@@ -31,7 +31,7 @@ def get_config(preset: str = "reduced"):
         c.al.steps_per_cycle = 500
         c.train.eval_every = 250
         c.checkpoint.every_steps = 500
-        methods, seeds = list(METHODS), range(5)
+        methods, seeds = list(METHODS), range(10)
     else:
         c.model.widths = (32, 64)
         c.train.steps = 500
@@ -41,6 +41,6 @@ def get_config(preset: str = "reduced"):
         c.checkpoint.every_steps = 200
         methods = ["supervised", "fixmatch", "flexmatch", "freematch", "boostmis", "bus_only", "random_al",
                    "entropy_al", "full_supervised"]
-        seeds = range(3)
+        seeds = range(5)
     c.study = study_section(methods, seeds, preset, data="digits_longtail")
     return c
