@@ -747,6 +747,10 @@ def main() -> None:
         except flags.Error as e:
             die(one_line(e) + "; check the flag name and value (python -m boostmis_jax.study --help)")
         except (KeyError, AttributeError, ValueError, TypeError, OSError, SyntaxError) as e:
+            from boostmis_jax.config_file import config_file_error, config_path
+            where = config_file_error(e, config_path(argv))
+            if where:
+                die(f"{where}; fix that line")
             die(one_line(e) + "; fix the --config file or override (keys: boostmis_jax/defaults.py, "
                 "study.study_section)")
         return []
@@ -771,6 +775,8 @@ def main() -> None:
             die("--workdir is required, e.g. --workdir runs/study_pneumonia")
         name = config_flags.get_config_filename(flags.FLAGS["config"])
         try:
+            from boostmis_jax.config_file import check_against_defaults
+            check_against_defaults(run_base(cfg), name)
             cfg = resolve_preset(cfg, name, config_flags.get_override_values(flags.FLAGS["config"]))
             run_study(cfg, workdir.value, command=" ".join(["python -m boostmis_jax.study", *sys.argv[1:]]),
                       config_name=name, dry_run=dry_run.value)
