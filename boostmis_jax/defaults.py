@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"                  # registry: cnn | wrn28_2 | mlp | resnet18 | resnet50
     c.model.dtype = "float32"             # compute dtype (bfloat16 on GPU); params stay float32
-    c.model.bn_momentum = 0.99
+    c.model.bn_momentum = 0.99            # BatchNorm running-average momentum, every model (TorchSSL's WRN: 0.999)
     c.model.widths = (32, 64, 128)        # cnn
     c.model.hidden = (512,)               # mlp
 

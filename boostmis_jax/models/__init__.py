@@ -5,6 +5,7 @@ return it; `train` switches BatchNorm between batch statistics and running avera
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -22,11 +23,15 @@ def register_model(name: str):
 
 
 def build_model(cfg_model, num_classes: int) -> nn.Module:
-    """Instantiate `cfg_model.name` from the registry with the config's hyper-parameters."""
+    """`MODELS[model.name](num_classes=..., **the model section's keys the factory names)`, big_vision's
+    `Model(**config.model)`: a factory's keyword-only signature says what it reads, and its values (with
+    their defaults) come from the `model` section of defaults.py, never from the factory."""
     name = cfg_model.name
     if name not in MODELS:
         raise UserError(f"model.name={name!r} is not a known model; choose one of {sorted(MODELS)}")
-    return MODELS[name](cfg_model, num_classes)
+    fn = MODELS[name]
+    wanted = [k for k in inspect.signature(fn).parameters if k != "num_classes"]
+    return fn(num_classes=num_classes, **{k: cfg_model[k] for k in wanted})
 
 
 from boostmis_jax.models import cnn, mlp, resnet, wrn  # noqa: F401  (registration side effects)

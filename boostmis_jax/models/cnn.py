@@ -9,9 +9,9 @@ from boostmis_jax.models import register_model
 
 class SmallCNN(nn.Module):
     num_classes: int
-    widths: tuple[int, ...] = (32, 64, 128)
-    bn_momentum: float = 0.99
-    dtype: jnp.dtype = jnp.float32
+    widths: tuple[int, ...]
+    bn_momentum: float
+    dtype: jnp.dtype
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -31,6 +31,6 @@ class SmallCNN(nn.Module):
 
 
 @register_model("cnn")
-def _cnn(cfg, num_classes):
-    return SmallCNN(num_classes=num_classes, widths=tuple(cfg.get("widths", (32, 64, 128))),
-                    bn_momentum=cfg.get("bn_momentum", 0.99), dtype=jnp.dtype(cfg.get("dtype", "float32")))
+def _cnn(*, num_classes: int, widths, bn_momentum: float, dtype: str) -> SmallCNN:
+    return SmallCNN(num_classes=num_classes, widths=tuple(widths), bn_momentum=bn_momentum,
+                    dtype=jnp.dtype(dtype))

@@ -9,9 +9,9 @@ from boostmis_jax.models import register_model
 
 class MLP(nn.Module):
     num_classes: int
-    hidden: tuple[int, ...] = (512,)
-    bn_momentum: float = 0.99
-    dtype: jnp.dtype = jnp.float32
+    hidden: tuple[int, ...]
+    bn_momentum: float
+    dtype: jnp.dtype
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -26,8 +26,6 @@ class MLP(nn.Module):
 
 
 @register_model("mlp")
-def _mlp(cfg, num_classes):
-    hidden = cfg.get("hidden", (512,))
+def _mlp(*, num_classes: int, hidden, bn_momentum: float, dtype: str) -> MLP:
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    return MLP(num_classes=num_classes, hidden=hidden, bn_momentum=cfg.get("bn_momentum", 0.99),
-               dtype=jnp.dtype(cfg.get("dtype", "float32")))
+    return MLP(num_classes=num_classes, hidden=hidden, bn_momentum=bn_momentum, dtype=jnp.dtype(dtype))

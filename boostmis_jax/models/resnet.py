@@ -74,12 +74,10 @@ class ResNet(nn.Module):
 
 
 @register_model("resnet18")
-def _resnet18(cfg, num_classes):
-    return ResNet(num_classes, (2, 2, 2, 2), False, cfg.get("bn_momentum", 0.99),
-                  jnp.dtype(cfg.get("dtype", "float32")))
+def _resnet18(*, num_classes: int, bn_momentum: float, dtype: str) -> ResNet:
+    return ResNet(num_classes, (2, 2, 2, 2), False, bn_momentum, jnp.dtype(dtype))
 
 
 @register_model("resnet50")
-def _resnet50(cfg, num_classes):
-    return ResNet(num_classes, (3, 4, 6, 3), True, cfg.get("bn_momentum", 0.99),
-                  jnp.dtype(cfg.get("dtype", "float32")))
+def _resnet50(*, num_classes: int, bn_momentum: float, dtype: str) -> ResNet:
+    return ResNet(num_classes, (3, 4, 6, 3), True, bn_momentum, jnp.dtype(dtype))

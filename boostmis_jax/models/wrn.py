@@ -33,10 +33,10 @@ class _Block(nn.Module):
 
 class WideResNet(nn.Module):
     num_classes: int
-    depth: int = 28
-    widen: int = 2
-    bn_momentum: float = 0.999
-    dtype: jnp.dtype = jnp.float32
+    depth: int
+    widen: int
+    bn_momentum: float
+    dtype: jnp.dtype
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -55,6 +55,6 @@ class WideResNet(nn.Module):
 
 
 @register_model("wrn28_2")
-def _wrn28_2(cfg, num_classes):
-    return WideResNet(num_classes=num_classes, depth=28, widen=2, bn_momentum=cfg.get("bn_momentum", 0.999),
-                      dtype=jnp.dtype(cfg.get("dtype", "float32")))
+def _wrn28_2(*, num_classes: int, bn_momentum: float, dtype: str) -> WideResNet:
+    return WideResNet(num_classes=num_classes, depth=28, widen=2, bn_momentum=bn_momentum,
+                      dtype=jnp.dtype(dtype))
