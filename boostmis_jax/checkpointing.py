@@ -75,6 +75,10 @@ class Checkpointer:
             self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                             meta=ocp.args.JsonSave(meta)), force=True)
         except Exception as e:  # noqa: BLE001  orbax/tensorstore raise OSError, ValueError, ...
+            try:  # let the previous step's save commit first: its tmp folder must not be taken as partial
+                self.manager.wait_until_finished()
+            except Exception:  # noqa: BLE001, S110  its own failure is reported with this one below
+                pass
             raise self._failed(e, step) from None
         self._pending = step
 
