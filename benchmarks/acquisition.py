@@ -19,11 +19,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from boostmis_jax import xla_env  # before jax: the XLA defaults users get
+
+xla_env.configure()
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 from boostmis_jax.acquisition import make_scorer
 from boostmis_jax.defaults import get_config
 
@@ -128,10 +132,64 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
         "matmul_flops_per_s": round(flops / ideal, 1), "model_dot_flops_per_s": round(model_rate, 1),
         "knn_dot_flops_per_s": round(knn_rate, 1), "ratio_to_matmul": round(seconds / ideal, 3),
     }
-    if args.breakdown:
+    if args.breakdown or name == "image":
         for sel in ("entropy", "aus", "bus"):
             out[f"seconds_{sel}_only"] = round(timed(call((sel,)), args.repeats), 4)
+        # The model as XLA runs it, not a matmul: VAT costs 2 + 2*ip forward-equivalents (forward, ip x (jvp,
+        # input-transpose), adversarial forward); entropy-only is one chunked forward pass over the pool.
+        equiv = 2 + 2 * args.ip
+        fwd_floor = equiv * out["seconds_entropy_only"] + knn_flops / knn_rate
+        out.update(forward_equivalents=equiv, forward_floor_s=round(fwd_floor, 4),
+                   ratio_to_forward=round(seconds / fwd_floor, 3))
+    if args.profile and name == "image":
+        out["profile"] = profile_ops(call(("aus", "bus")), scorers[("aus", "bus")],
+                                     (variables, x, candidate, labeled, key, jnp.asarray(1.0, jnp.float32)))
     return out
+
+
+def profile_ops(fn: Callable[[], object], scorer, args: tuple, top: int = 14) -> dict:
+    """Where the scorer's time goes: per-op durations from a jax.profiler trace of two calls, grouped by
+    what each XLA op (fusion) computes. Library convolutions that run asynchronously on XLA's thread pool
+    are not in the trace: `untraced_ms` is the call time no op accounts for."""
+    import collections
+    import glob
+    import gzip
+    import re
+    import tempfile
+
+    jitted = next(iter(scorer._jitted.values()))  # the one compiled pass (one pool shape here)
+    hlo = jitted.lower(*args).compile().as_text()
+    comps = {m.group(1): m.group(2) for m in re.finditer(r"^(%[\w.\-]+) \(.*?\) -> .*? \{\n(.*?)\n\}", hlo,
+                                                          re.DOTALL | re.MULTILINE)}
+    calls = {m.group(1): m.group(2) for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?calls=(%[\w.\-]+)", hlo,
+                                                          re.MULTILINE)}
+
+    def label(op: str) -> str:
+        body = comps.get(calls.get(op, ""), "")
+        kinds = sorted(set(re.findall(r"= \S+ (convolution|dot|reduce|reduce-window|sort|scatter|gather|"
+                                      r"rng-bit-generator|select-and-scatter|transpose)\(", body)))
+        base = re.sub(r"[.\d]+$", "", op)
+        return f"{base}[{'+'.join(kinds)}]" if kinds else base
+
+    jax.block_until_ready(fn())
+    d = tempfile.mkdtemp(prefix="acq_trace_")
+    t0 = time.perf_counter()
+    with jax.profiler.trace(d, create_perfetto_trace=True):
+        for _ in range(2):
+            jax.block_until_ready(fn())
+    wall = (time.perf_counter() - t0) / 2
+    path = glob.glob(d + "/**/*.trace.json.gz", recursive=True)[0]
+    with gzip.open(path) as f:
+        events = json.load(f)["traceEvents"]
+    per: collections.Counter = collections.Counter()
+    names = set(calls) | {m.group(1) for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = ", hlo, re.MULTILINE)}
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in names:
+            per[label(e["name"])] += e["dur"] / 2e3  # us -> ms, per call
+    traced = sum(per.values())
+    return {"call_ms": round(1e3 * wall, 1), "traced_ms": round(traced, 1),
+            "untraced_ms": round(max(0.0, 1e3 * wall - traced), 1),
+            "top_ms": {k: round(v, 1) for k, v in per.most_common(top)}}
 
 
 def main() -> None:
@@ -151,17 +209,22 @@ def main() -> None:
     p.add_argument("--image-pool", type=int, default=100_000 if gpu else 2000)
     p.add_argument("--image-size", type=int, default=28)
     p.add_argument("--skip-images", action="store_true")
-    p.add_argument("--breakdown", action="store_true", help="also time entropy-only, aus-only and bus-only")
+    p.add_argument("--breakdown", action="store_true", help="also time entropy-only, aus-only and bus-only "
+                                                             "(always for the image case)")
+    p.add_argument("--skip-features", action="store_true")
+    p.add_argument("--image-channels", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="image case: per-op time from a profiler trace")
     args = p.parse_args()
     chunk = args.chunk or AL.chunk
 
-    feat = run_case("features", MLPHead(args.hidden, args.classes), (args.dim,), args.pool, args, chunk,
-                    (chunk, args.dim, args.hidden))
-    print(json.dumps(feat), flush=True)
+    if not args.skip_features:
+        feat = run_case("features", MLPHead(args.hidden, args.classes), (args.dim,), args.pool, args, chunk,
+                        (chunk, args.dim, args.hidden))
+        print(json.dumps(feat), flush=True)
     if not args.skip_images:
         s = args.image_size
-        img = run_case("image", SmallCNN(args.classes), (s, s, 1), args.image_pool, args, chunk,
-                       (chunk * (s // 4) ** 2, 9 * 16, 32))
+        img = run_case("image", SmallCNN(args.classes), (s, s, args.image_channels), args.image_pool, args,
+                       chunk, (chunk * (s // 4) ** 2, 9 * 16, 32))
         print(json.dumps(img), flush=True)
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import sys
 import time
@@ -28,6 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from boostmis_jax import xla_env  # before jax: the XLA defaults users get
+
+xla_env.configure()
 
 import jax
 import jax.numpy as jnp
@@ -125,7 +131,22 @@ def cost(compiled) -> dict:
             "gbytes": round(float(c.get("bytes accessed", 0.0)) / 1e9, 3)}
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, every thread."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def loadavg() -> float | None:
+    """1-minute load average: the CPU is shared, so every figure is printed beside it."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
+    load0 = loadavg()
     mesh = parallel.make_mesh()
     n_dev = mesh.devices.size
     B, uB = a.batch, a.uratio * a.batch
@@ -188,9 +209,12 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     for name in runners:
         time_fn(once(name), a.warmup)
     times: dict[str, list[float]] = {name: [] for name in runners}
+    cpu: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(a.steps):  # interleaved: background load hits every kind alike
         for name in runners:
+            c0 = cpu_seconds()
             times[name] += time_fn(once(name), 1)
+            cpu[name].append(cpu_seconds() - c0)
     t_ssl, t_bare = times["ssl"], times["bare"]
     ssl_s, bare_s = statistics.median(t_ssl), statistics.median(t_bare)
     dev = jax.devices()[0]
@@ -203,10 +227,16 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         "ratio": round(bare_s / ssl_s, 3),
         # median of per-iteration bare/ssl pairs: robust to load drifting during the run
         "ratio_paired": round(statistics.median(b / s for b, s in zip(t_bare, t_ssl)), 3),
+        # fastest step of each kind: the least disturbed by other processes on a shared machine
+        "ssl_img_per_s_best": round(total / min(t_ssl), 1), "bare_img_per_s_best": round(total / min(t_bare), 1),
         "ssl_ms": round(1e3 * ssl_s, 2), "bare_ms": round(1e3 * bare_s, 2),
+        # CPU seconds (all threads) per step: the work done, less sensitive to other processes than wall time
+        "cpu_s_per_step": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
         "compile_s": {"ssl": round(t_ssl_compile, 1), "bare": round(t_bare_compile, 1)},
         "cost": {"ssl": cost(ssl_c), "bare": cost(bare_c)},
         "jax": jax.__version__, "backend": jax.default_backend(),
+        "loadavg": [load0, loadavg()], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "times_ms": {k: [round(1e3 * t, 2) for t in v] for k, v in times.items()},
     }
     if profiling:
         row["_profile"] = profile_case(a, cfg, mesh, ssl_batch, bare_s, ssl_s,

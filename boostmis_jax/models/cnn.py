@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from boostmis_jax.models import register_model
+from boostmis_jax.models.layers import norm_act
 
 
 class SmallCNN(nn.Module):
@@ -15,14 +16,13 @@ class SmallCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                    dtype=self.dtype)
+        norm_relu = lambda: norm_act(train, self.bn_momentum, self.dtype, act="relu")
         x = x.astype(self.dtype)
         for i, w in enumerate(self.widths):
             x = nn.Conv(w, (3, 3), use_bias=False, dtype=self.dtype)(x)
-            x = nn.relu(norm()(x))
+            x = norm_relu()(x)
             x = nn.Conv(w, (3, 3), use_bias=False, dtype=self.dtype)(x)
-            x = nn.relu(norm()(x))
+            x = norm_relu()(x)
             if i < len(self.widths) - 1 and min(x.shape[1], x.shape[2]) >= 4:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         emb = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from boostmis_jax.models import register_model
+from boostmis_jax.models.layers import norm_act
 
 
 class MLP(nn.Module):
@@ -18,8 +19,7 @@ class MLP(nn.Module):
         x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         for h in self.hidden:
             x = nn.Dense(h, dtype=self.dtype)(x)
-            x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(x)
-            x = nn.relu(x)
+            x = norm_act(train, self.bn_momentum, self.dtype, act="relu")(x)
         emb = x.astype(jnp.float32)
         logits = nn.Dense(self.num_classes, dtype=jnp.float32)(emb)
         return logits, emb

@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from boostmis_jax.models import register_model
+from boostmis_jax.models.layers import norm_act
 
 
 class _Basic(nn.Module):
@@ -15,10 +16,9 @@ class _Basic(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                         dtype=self.dtype, **kw)
+        norm = lambda act="none", **kw: norm_act(train, self.bn_momentum, self.dtype, act=act, **kw)
         y = nn.Conv(self.out, (3, 3), (self.stride,) * 2, use_bias=False, dtype=self.dtype)(x)
-        y = nn.relu(norm()(y))
+        y = norm("relu")(y)
         y = nn.Conv(self.out, (3, 3), use_bias=False, dtype=self.dtype)(y)
         y = norm(scale_init=nn.initializers.zeros)(y)
         if x.shape[-1] != self.out or self.stride != 1:
@@ -35,11 +35,10 @@ class _Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train):
-        norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                         dtype=self.dtype, **kw)
-        y = nn.relu(norm()(nn.Conv(self.out, (1, 1), use_bias=False, dtype=self.dtype)(x)))
+        norm = lambda act="none", **kw: norm_act(train, self.bn_momentum, self.dtype, act=act, **kw)
+        y = norm("relu")(nn.Conv(self.out, (1, 1), use_bias=False, dtype=self.dtype)(x))
         y = nn.Conv(self.out, (3, 3), (self.stride,) * 2, use_bias=False, dtype=self.dtype)(y)
-        y = nn.relu(norm()(y))
+        y = norm("relu")(y)
         y = nn.Conv(self.out * 4, (1, 1), use_bias=False, dtype=self.dtype)(y)
         y = norm(scale_init=nn.initializers.zeros)(y)
         if x.shape[-1] != self.out * 4 or self.stride != 1:
@@ -62,7 +61,7 @@ class ResNet(nn.Module):
             x = nn.Conv(64, (3, 3), use_bias=False, dtype=self.dtype)(x)
         else:
             x = nn.Conv(64, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False, dtype=self.dtype)(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(x))
+        x = norm_act(train, self.bn_momentum, self.dtype, act="relu")(x)
         if not small:
             x = nn.max_pool(x, (3, 3), (2, 2), padding="SAME")
         block = _Bottleneck if self.bottleneck else _Basic

@@ -5,6 +5,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from boostmis_jax.models import register_model
+from boostmis_jax.models.layers import norm_act
+
+
+def _norm_act(train: bool, momentum: float, dtype):
+    """BatchNorm followed by leaky ReLU 0.1 (the only way the WRN uses BatchNorm)."""
+    return norm_act(train, momentum, dtype, act="leaky_relu", slope=0.1)
 
 
 class _Block(nn.Module):
@@ -16,15 +22,12 @@ class _Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                    dtype=self.dtype)
-        act = lambda v: nn.leaky_relu(v, 0.1)
         equal = x.shape[-1] == self.out and self.stride == 1
-        o = act(norm()(x))
+        o = _norm_act(train, self.bn_momentum, self.dtype)(x)
         if equal or self.activate_before_residual:
             x = o
         y = nn.Conv(self.out, (3, 3), (self.stride, self.stride), use_bias=False, dtype=self.dtype)(o)
-        y = act(norm()(y))
+        y = _norm_act(train, self.bn_momentum, self.dtype)(y)
         y = nn.Conv(self.out, (3, 3), use_bias=False, dtype=self.dtype)(y)
         if not equal:
             x = nn.Conv(self.out, (1, 1), (self.stride, self.stride), use_bias=False, dtype=self.dtype)(x)
@@ -47,8 +50,7 @@ class WideResNet(nn.Module):
             for i in range(n):
                 stride = 2 if (g > 0 and i == 0) else 1
                 x = _Block(w, stride, g == 0 and i == 0, self.bn_momentum, self.dtype)(x, train)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, dtype=self.dtype)(x)
-        x = nn.leaky_relu(x, 0.1)
+        x = _norm_act(train, self.bn_momentum, self.dtype)(x)
         emb = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
         logits = nn.Dense(self.num_classes, dtype=jnp.float32)(emb)
         return logits, emb
