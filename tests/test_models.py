@@ -9,7 +9,7 @@ import pytest
 
 from boostmis_jax.defaults import get_config
 from boostmis_jax.models import MODELS, build_model
-from boostmis_jax.models.layers import BatchNorm
+from boostmis_jax.models.layers import BatchNorm, max_pool_2x2
 
 FLAX_ACT = {"none": lambda v: v, "relu": nn.relu, "leaky_relu": lambda v: nn.leaky_relu(v, 0.1)}
 
@@ -98,6 +98,21 @@ def test_fused_batchnorm_bfloat16_output_float32_statistics_and_gradients():
     y32 = _FusedBN("leaky_relu", True).apply({"params": v["params"], "batch_stats": v["batch_stats"]}, x,
                                              mutable=["batch_stats"])[0]
     np.testing.assert_allclose(np.asarray(y, np.float32), y32, rtol=0.03, atol=0.03 * float(jnp.max(jnp.abs(y32))))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 9, 3)])
+def test_max_pool_2x2_equals_flax_max_pool_values_vjp_and_jvp_with_ties(shape):
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jnp.round(jax.nn.relu(jax.random.normal(k1, shape)) * 2) / 2  # many tied maxima (zeros and halves)
+    ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(max_pool_2x2(x), ref(x))
+    g = jax.random.normal(k2, ref(x).shape)
+    np.testing.assert_array_equal(jax.vjp(max_pool_2x2, x)[1](g)[0], jax.vjp(ref, x)[1](g)[0])
+    t = jax.random.normal(k3, shape)
+    np.testing.assert_array_equal(jax.jvp(max_pool_2x2, (x,), (t,))[1], jax.jvp(ref, (x,), (t,))[1])
+    # and forward mode composes with a transpose, as VAT uses it
+    _, lin = jax.linearize(max_pool_2x2, x)
+    np.testing.assert_array_equal(jax.linear_transpose(lin, x)(g)[0], jax.vjp(ref, x)[1](g)[0])
 
 
 # ------------------------------------------------------------------------------------- whole models
