@@ -128,11 +128,8 @@ def main(argv: list[str]) -> None:
 
 
 def entry() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Persistent XLA cache: a resumed or repeated run skips the (tens of seconds) compile of the same step.
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    from boostmis_jax.xla_env import prepare_process
+    prepare_process()
     app.run(main, flags_parser=_parse)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -275,9 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
+    from boostmis_jax.xla_env import prepare_process
+    prepare_process()
     sys.exit(main())
 
 

@@ -101,6 +101,8 @@ def study_section(methods: Sequence[str], seeds: Sequence[int], preset: str, *, 
     s.data = data                       # '' | breast_cancer_mescc | digits_longtail: written into DIR/data
     s.longtail_classes = 6              # digits_longtail: digits 0..C-1 (six, as MESCC's grades)
     s.longtail_ratio = 10.0             # digits_longtail: largest / smallest train class
+    s.train_minority = 0.0              # > 0: a MedMNIST npz's train split with its rarest class cut to
+    #                                     this share of train (val/test untouched), written into DIR/data
     return s
 
 
@@ -227,11 +229,16 @@ def prepare_data(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
     """study.data with an empty data.path: write the example data set into DIR/data once and point
     data.path at it (the written arrays are a pure function of the study keys)."""
     name = str(cfg.study.data)
-    if not name or str(cfg.data.path):
-        return
-    if name not in PREPARERS:
-        raise UserError(f"study.data={name!r} is unknown; choose one of {sorted(PREPARERS)} or ''")
-    cfg.data.path = str(PREPARERS[name](cfg.study, workdir / "data"))
+    if name and not str(cfg.data.path):
+        if name not in PREPARERS:
+            raise UserError(f"study.data={name!r} is unknown; choose one of {sorted(PREPARERS)} or ''")
+        cfg.data.path = str(PREPARERS[name](cfg.study, workdir / "data"))
+    share = float(cfg.study.get("train_minority", 0.0))
+    if share:
+        if str(cfg.data.source) != "medmnist_npz":
+            raise UserError(f"study.train_minority={share:g} cuts a MedMNIST-layout npz, but data.source is "
+                            f"{cfg.data.source!r}; set --config.study.train_minority=0")
+        cfg.data.path = str(write_minority_cut(Path(str(cfg.data.path)), share, workdir / "data"))
 
 
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray] | np.ndarray) -> None:
@@ -300,6 +307,40 @@ def write_digits_longtail(s: Any, datadir: Path) -> Path:
                                     enumerate(longtail_counts(per_class, classes, ratio))]))
     arrays = {f"{sp}_{k}": (x[idx] if k == "images" else y[idx][:, None])
               for sp, idx in (("train", train), ("val", val), ("test", test)) for k in ("images", "labels")}
+    _save_arrays(path, arrays)
+    return path
+
+
+def write_minority_cut(source: Path, share: float, datadir: Path) -> Path:
+    """A copy of a MedMNIST-layout npz whose train split keeps every row of the other classes and a random
+    (seed 0) subset of its rarest class, so that class is `share` of train: an imbalanced case (MESCC's
+    high-grade share is near 10%) from a balanced-enough real set. Val and test are copied unchanged."""
+    if not 0 < share < 0.5:
+        raise UserError(f"study.train_minority={share:g}: expected a share in (0, 0.5), e.g. 0.1")
+    try:
+        with np.load(source) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"study.train_minority: cannot read {source} ({e}); point data.path at a "
+                        f"MedMNIST-layout .npz") from None
+    if "train_labels" not in arrays or "train_images" not in arrays:
+        raise UserError(f"study.train_minority: {source} has no train_images/train_labels; point data.path "
+                        f"at a MedMNIST-layout .npz")
+    y = np.asarray(arrays["train_labels"]).reshape(len(arrays["train_labels"]), -1)[:, 0]
+    classes, counts = np.unique(y, return_counts=True)
+    rare = classes[np.argmin(counts)]
+    rest = int((y != rare).sum())
+    keep_rare = max(1, round(share / (1 - share) * rest))
+    if keep_rare >= counts.min():
+        raise UserError(f"study.train_minority={share:g}: class {rare} is already {counts.min() / len(y):.3f} "
+                        f"of train; pass a smaller share")
+    rng = np.random.default_rng(0)
+    kept = np.sort(np.concatenate([np.flatnonzero(y != rare),
+                                   rng.permutation(np.flatnonzero(y == rare))[:keep_rare]]))
+    path = datadir / f"{source.stem}_minority{share:g}.npz"
+    if path.exists():
+        return path
+    arrays["train_images"], arrays["train_labels"] = arrays["train_images"][kept], arrays["train_labels"][kept]
     _save_arrays(path, arrays)
     return path
 
@@ -786,10 +827,8 @@ def main() -> None:
             print(f"[study] {e}; checkpoint saved, re-run the same command to resume", file=sys.stderr)
             sys.exit(128 + e.signum)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    from boostmis_jax.xla_env import prepare_process
+    prepare_process()
     app.run(run, flags_parser=parse)
 
 

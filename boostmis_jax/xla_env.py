@@ -8,14 +8,20 @@ gets the faster path without knowing any flag.
 Rules:
 * a flag the user already put in XLA_FLAGS is never overridden (theirs wins, matched by flag name);
 * BOOSTMIS_XLA_DEFAULTS=0 turns every default off (for A/B measurements, or to report an XLA bug);
-* only `xla_cpu_*` options are set: they change nothing on a GPU, where jax runs the GPU backend.
+* only `xla_cpu_*` options are set: they change nothing on a GPU, where jax runs the GPU backend;
+* a flag is set only when the installed jaxlib knows it (XLA aborts on an unknown flag, and
+  pyproject allows older jaxlibs than the one measured): its name is looked up in jaxlib's libraries;
 * this module never imports jax (importing it must not start a backend).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+import mmap
 import os
 import re
 import sys
+from pathlib import Path
 
 # name -> value; each one is measured in benchmarks/NOTES.md ("XLA:CPU flags").
 CPU_FLAGS: dict[str, str] = {
@@ -33,11 +39,28 @@ def _names(flags: str) -> set[str]:
     return set(re.findall(r"--([A-Za-z0-9_]+)", flags))
 
 
+@functools.cache
+def jaxlib_knows(flag: str) -> bool:
+    """Whether the installed jaxlib's native libraries contain the flag's name (without importing jaxlib)."""
+    spec = importlib.util.find_spec("jaxlib")
+    needle = flag.encode()
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for lib in sorted(Path(folder).glob("*.so*")):
+            try:
+                with open(lib, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                    if m.find(needle) >= 0:
+                        return True
+            except (OSError, ValueError):  # empty or unreadable file
+                continue
+    return False
+
+
 def merged_flags(current: str, defaults: dict[str, str] | None = None) -> str:
-    """`current` with each default flag appended unless `current` already names it (the user's wins)."""
+    """`current` with each default flag appended unless `current` already names it (the user's wins) or
+    the installed jaxlib does not know it."""
     defaults = CPU_FLAGS if defaults is None else defaults
     have = _names(current)
-    extra = [f"--{k}={v}" for k, v in defaults.items() if k not in have]
+    extra = [f"--{k}={v}" for k, v in defaults.items() if k not in have and jaxlib_knows(k)]
     return " ".join([current.strip()] + extra).strip() if extra else current
 
 
@@ -63,3 +86,13 @@ def _backend_started() -> bool:
     """Whether jax has initialised a backend in this process (then XLA_FLAGS is no longer read)."""
     xb = sys.modules.get("jax._src.xla_bridge")
     return bool(xb is not None and getattr(xb, "_backends", None))
+
+
+def prepare_process() -> None:
+    """What every CLI entry point sets before jax starts: quiet C++ logs, the persistent compilation cache
+    (a resumed or repeated run skips the tens of seconds of compiling the same step), the XLA defaults."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
+    configure()

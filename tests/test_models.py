@@ -219,3 +219,12 @@ def test_xla_env_adds_defaults_keeps_user_flags_and_can_be_turned_off():
     off = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", xla_env.OPT_OUT: "0"}
     xla_env.configure(off)
     assert off["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+
+
+def test_xla_env_skips_flags_the_installed_jaxlib_does_not_know():
+    """An older jaxlib aborts on an unknown XLA flag: a default it does not contain is never set."""
+    from boostmis_jax import xla_env
+
+    assert xla_env.jaxlib_knows("xla_force_host_platform_device_count")
+    assert not xla_env.jaxlib_knows("xla_cpu_no_such_flag_boostmis")
+    assert xla_env.merged_flags("--a=1", {"xla_cpu_no_such_flag_boostmis": "1"}) == "--a=1"

@@ -228,6 +228,26 @@ def study_cmd(workdir):
     return [sys.executable, "-m", "boostmis_jax.study", f"--workdir={workdir}", *MICRO]
 
 
+def test_minority_cut_keeps_other_classes_and_eval_splits_and_hits_the_share(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {f"{sp}_{k}": (rng.integers(0, 255, (n, 8, 8), dtype=np.uint8) if k == "images"
+                            else rng.permutation(np.arange(n) % 4 < 1 + 2 * (sp == "train"))[:, None].astype(int))
+              for sp, n in (("train", 400), ("val", 40), ("test", 60)) for k in ("images", "labels")}
+    src = tmp_path / "src.npz"
+    np.savez(src, **arrays)
+    out = study.write_minority_cut(src, 0.1, tmp_path / "data")
+    with np.load(out) as z:
+        y = z["train_labels"][:, 0]
+        np.testing.assert_array_equal(z["test_labels"], arrays["test_labels"])
+        np.testing.assert_array_equal(z["val_images"], arrays["val_images"])
+        kept = z["train_images"]
+    assert (y == 1).sum() == 300 and (y == 0).sum() == round(0.1 / 0.9 * 300)   # class 0 was the rarer
+    src_rows = {r.tobytes() for r in arrays["train_images"]}
+    assert all(r.tobytes() in src_rows for r in kept)                          # rows copied, never made up
+    with pytest.raises(UserError, match="already"):
+        study.write_minority_cut(src, 0.45, tmp_path / "data2")
+
+
 def test_micro_study_end_to_end_then_skips_and_resumes(tmp_path):
     p = run_cmd(study_cmd(tmp_path))
     assert p.returncode == 0, p.stderr[-3000:]
