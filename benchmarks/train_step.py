@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=32 if gpu else 28)
     p.add_argument("--channels", type=int, default=3 if gpu else 1)
     p.add_argument("--widths", default="", help="cnn widths, comma list (default: the config's)")
+    p.add_argument("--bn", choices=["fused", "flax"], default="fused",
+                   help="BatchNorm+activation: models.layers' fused one (the models' default) or flax's")
     p.add_argument("--threshold", default="boostmis", help="ssl.threshold (boostmis | fixed | none)")
     p.add_argument("--profile", nargs="?", const="all", default="",
                    help="also time the views alone and each strong-augment piece; optional MODEL:DTYPE[,...] "
@@ -222,7 +224,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         "model": model_name, "dtype": dtype, "device": f"{dev.device_kind} x{n_dev}",
         "batch": total, "labeled_batch": B, "uratio": a.uratio, "steps": a.steps, "warmup": a.warmup,
         "image": [a.image_size, a.image_size, a.channels],
-        "widths": list(cfg.model.widths) if a.widths else None,
+        "widths": list(cfg.model.widths) if a.widths else None, "bn": a.bn,
         "ssl_img_per_s": round(total / ssl_s, 1), "bare_img_per_s": round(total / bare_s, 1),
         "ratio": round(bare_s / ssl_s, 3),
         # median of per-iteration bare/ssl pairs: robust to load drifting during the run
@@ -316,6 +318,8 @@ def profile_case(a: argparse.Namespace, cfg, mesh, ssl_batch: dict, bare_s: floa
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    from boostmis_jax.models import layers
+    layers.FUSED_DEFAULT = a.bn == "fused"
     for model_name in a.model:
         for dtype in a.dtype:
             row = run_case(a, model_name, dtype)
