@@ -426,12 +426,25 @@ def execute(plan: list[PlannedRun], on_result, say=print) -> list[dict]:
     return results
 
 
+def annotated_per_class(summary: dict) -> list[int]:
+    """True labels of the rows the selectors sent to annotation, counted per class over every round: whether
+    the picks find the rare class is what decides macro-F1 on an imbalanced pool."""
+    counts = [0] * len(summary["test"].get("per_class_recall", []))
+    for picks in summary.get("picks", {}).values():
+        for q in picks:
+            label = q.get("label")
+            if label is not None and 0 <= int(label) < len(counts):
+                counts[int(label)] += 1
+    return counts
+
+
 def run_record(p: PlannedRun, summary: dict) -> dict:
     """What study.json keeps of one run."""
     curve = [{"cycle": h["cycle"], "labeled": h["labeled"], "test_macro_f1": h["test"]["macro_f1"],
               "val_macro_f1": h["val"]["macro_f1"]} for h in summary.get("cycles", [])]
     return {"method": p.method, "seed": p.seed, "workdir": str(p.workdir), "labeled": summary["labeled"],
-            "n_active": summary.get("n_active", 0), "steps": summary["steps"],
+            "n_active": summary.get("n_active", 0), "annotated_per_class": annotated_per_class(summary),
+            "steps": summary["steps"],
             "wall_time_s": summary.get("wall_time_s"), "test": summary["test"], "val": summary["val"],
             "curve": curve, "config": summary.get("config", {})}
 
@@ -553,15 +566,16 @@ def render_markdown(meta: dict, runs: list[dict], reference: str = "") -> str:
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
     lines += ["", "## Every run", "",
               "| method | seed | labels | steps | " + " | ".join(METRIC_NAMES[k] for k in METRICS)
-              + " | val macro-F1 | test recall per class | wall s |",
-              "|---|---|---|---|" + "---|" * len(METRICS) + "---|---|---|"]
+              + " | val macro-F1 | test recall per class | annotated per class | wall s |",
+              "|---|---|---|---|" + "---|" * len(METRICS) + "---|---|---|---|"]
     for m in order:
         for r in sorted(groups[m], key=lambda r: r["seed"]):
             t = r["test"]
             rec = ", ".join(f"{x:.3f}" for x in t.get("per_class_recall", []))
+            ann = ", ".join(str(n) for n in r.get("annotated_per_class") or []) if r.get("n_active") else "-"
             lines.append(f"| `{m}` | {r['seed']} | {r['labeled']} | {r['steps']} | "
                          + " | ".join("-" if t.get(k) is None else f"{t[k]:.4f}" for k in METRICS)
-                         + f" | {r['val']['macro_f1']:.4f} | {rec} | "
+                         + f" | {r['val']['macro_f1']:.4f} | {rec} | {ann} | "
                          + ("-" if r.get("wall_time_s") is None else f"{r['wall_time_s']:.0f}") + " |")
     plots = meta.get("plots", [])
     if plots:

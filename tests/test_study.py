@@ -258,6 +258,7 @@ def test_micro_study_end_to_end_then_skips_and_resumes(tmp_path):
                                                          ("boostmis", 1)]
     assert {r["labeled"] for r in runs} == {12 + 6} and {r["steps"] for r in runs} == {12}
     assert [c["labeled"] for c in runs[1]["curve"]] == [12, 18] and runs[1]["n_active"] == 6
+    assert sum(runs[1]["annotated_per_class"]) == 6 and sum(runs[0]["annotated_per_class"]) == 0
     assert doc["paired"]["supervised"]["macro_f1"]["n"] == 2
     assert doc["aggregate"]["boostmis"]["test"]["macro_f1"]["n"] == 2
     assert (tmp_path / "data" / "digits_longtail_c6_r10.npz").exists()
