@@ -42,7 +42,7 @@ from boostmis_jax.augment import make_views
 from boostmis_jax.data import load_dataset
 from boostmis_jax.models import build_model
 from boostmis_jax.steps import example_keys, make_bare_step, make_predict, make_preprocess
-from boostmis_jax.train import build_training
+from boostmis_jax.train import RUN_ONCE, build_training
 
 
 def load_config(path: str):
@@ -81,7 +81,8 @@ def main() -> None:
     row: dict = {"config": a.config, "model": cfg.model.name, "xla_flags": os.environ.get("XLA_FLAGS", ""),
                  "loadavg": float(Path("/proc/loadavg").read_text().split()[0])}
     sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
-    row["init"], state = timed_compile(lambda: training.init(sample), out_shardings=rep)
+    row["init"], state = timed_compile(lambda: training.init(sample), out_shardings=rep,
+                                           compiler_options=RUN_ONCE)
     B = int(cfg.train.batch_size)
     uB = int(cfg.ssl.uratio) * B
     rng = np.random.default_rng(0)

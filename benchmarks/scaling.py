@@ -70,7 +70,7 @@ def measure(a: argparse.Namespace, devices) -> dict:
     from boostmis_jax import parallel
     from boostmis_jax.defaults import get_config
     from boostmis_jax.models import build_model
-    from boostmis_jax.train import build_training
+    from boostmis_jax.train import build_training, fresh_state
 
     mesh = parallel.make_mesh(devices)
     n = mesh.devices.size
@@ -88,7 +88,7 @@ def measure(a: argparse.Namespace, devices) -> dict:
     sample = jnp.zeros((1,) + shape, jnp.float32)
     training = build_training(cfg, model, kind="image", mean=(0.5,) * a.channels, std=(0.25,) * a.channels,
                               num_train=num_train, num_classes=NUM_CLASSES)
-    state = jax.jit(lambda: training.init(sample), out_shardings=rep)()
+    state = fresh_state(training.init, sample, rep)
     rng = np.random.default_rng(0)
     batch = parallel.put_global({
         "xl": rng.integers(0, 256, (B,) + shape, dtype=np.uint8),

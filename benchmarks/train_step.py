@@ -44,7 +44,7 @@ from boostmis_jax.augment import make_views
 from boostmis_jax.defaults import get_config
 from boostmis_jax.models import build_model
 from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess
-from boostmis_jax.train import build_training
+from boostmis_jax.train import build_training, fresh_state
 
 NUM_CLASSES = 10
 
@@ -164,13 +164,13 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     rep = parallel.replicated(mesh)
     sample = jnp.zeros((1, a.image_size, a.image_size, a.channels), jnp.float32)
 
-    def fresh_state() -> dict:
-        return jax.jit(lambda: training.init(sample), out_shardings=rep)()
+    def new_state() -> dict:
+        return fresh_state(training.init, sample, rep)
 
-    ssl_state = fresh_state()
+    ssl_state = new_state()
     # The bare step carries only what it updates (no EMA / threshold / best snapshot): that is the baseline.
     bare_keys = ("step", "params", "batch_stats", "opt_state")
-    bare_state = {k: v for k, v in fresh_state().items() if k in bare_keys}
+    bare_state = {k: v for k, v in new_state().items() if k in bare_keys}
     ssl_batch, bare_batch = make_data(a, num_train)
     ssl_batch = parallel.put_global(ssl_batch, mesh)
     bare_batch = parallel.put_global(bare_batch, mesh)
@@ -195,7 +195,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         cfg_na.aug.flip, cfg_na.aug.pad_frac, cfg_na.aug.num_ops, cfg_na.aug.cutout = False, 0.0, 0, 0.0
         na_fn = build_training(cfg_na, model, kind="image", mean=mean, std=std, num_train=num_train,
                                num_classes=NUM_CLASSES).step
-        na_state = fresh_state()
+        na_state = new_state()
         na_c = jax.jit(na_fn, out_shardings=(rep, rep), donate_argnums=0).lower(na_state, ssl_batch).compile()
         runners["ssl_noaug"] = (na_c, na_state, ssl_batch)
     holder = {k: v[1] for k, v in runners.items()}

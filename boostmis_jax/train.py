@@ -192,11 +192,22 @@ def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_clas
     return Training(tx, init_fn, step)
 
 
+# Programs that run once per run (the state initializer) are compiled without LLVM's optimizations: on
+# XLA:CPU the initializer (threefry + truncated normals for every kernel) takes 4-6 s to compile at the default
+# level and 0.7-1 s at level 0, and it runs for a few milliseconds (benchmarks/NOTES.md, "Cold start").
+RUN_ONCE = {"xla_backend_optimization_level": 0}
+
+
+def fresh_state(init_fn, sample_x, sharding) -> dict:
+    """`init_fn(sample_x)` compiled as a run-once program, its output laid out as `sharding`."""
+    return jax.jit(lambda: init_fn(sample_x), out_shardings=sharding, compiler_options=RUN_ONCE)()
+
+
 def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
     """The latest checkpoint's (state, book), or a fresh state and the initial split."""
     cfg, ds = r.cfg, r.ds
     sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
-    state = jax.jit(lambda: init_fn(sample), out_shardings=r.rep)()
+    state = fresh_state(init_fn, sample, r.rep)
     fingerprint = data_fingerprint(ds.train_x, ds.train_y, ds.val_x, ds.val_y, ds.test_x, ds.test_y)
     meta = r.ckpt.restore_meta()
     if meta is not None:
