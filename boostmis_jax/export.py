@@ -18,7 +18,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -233,12 +233,15 @@ def load_model(model_dir: str | os.PathLike) -> PortableModel:
 # ======================================================================================================
 def write_cycle_outputs(workdir: str | os.PathLike, *, ds: Any, model_cfg: Any, data_cfg: Any,
                         variables: dict, test_probs: np.ndarray, step: int, cycle: int, labeled: int,
-                        cycle_steps: Sequence[int] | None = None) -> dict:
+                        cycle_steps: Sequence[int] | None = None,
+                        submit: Callable[[Callable[[], None]], Any] | None = None) -> dict:
     """At the end of a cycle (process 0): DIR/model/, confusion_matrix.png, roc.png, test_predictions.csv
     and, with `cycle_steps` (the steps where cycles ended), threshold.png from metrics.jsonl.
 
     `variables` are the cycle's best-by-validation EMA {"params", "batch_stats"}; `test_probs` (N_test, C)
-    their test-split probabilities. Returns the test metrics it plotted.
+    their test-split probabilities. The model and the CSV are written before it returns; the PNGs are
+    rendered by `submit(job)` when given (the loop's `reporting.Background`), else here. Returns the test
+    metrics it plotted.
     """
     from boostmis_jax import reporting
     from boostmis_jax.evaluate import classification_metrics
@@ -250,10 +253,17 @@ def write_cycle_outputs(workdir: str | os.PathLike, *, ds: Any, model_cfg: Any, 
     summary = {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "num_examples")}
     save_model(workdir / MODEL_DIR, variables=variables, model_config=cfg_dict, data_meta=data_meta(ds, data_cfg),
                class_names=ds.class_names, info={"step": step, "cycle": cycle, "labeled": labeled, "test": summary})
-    reporting.plot_confusion_matrix(workdir / "confusion_matrix.png", metrics["confusion_matrix"], ds.class_names)
-    reporting.plot_roc(workdir / "roc.png", probs, ds.test_y, ds.class_names)
     reporting.write_predictions(workdir / "test_predictions.csv", ds.test_ids, probs, ds.class_names, ds.test_y)
+    rows = None  # read now: the loop goes on appending to metrics.jsonl
     if cycle_steps is not None and (workdir / "metrics.jsonl").is_file():
-        reporting.plot_threshold(workdir / "threshold.png", reporting.read_jsonl(workdir / "metrics.jsonl"),
-                                 cycle_steps)
+        rows, cycle_steps = reporting.read_jsonl(workdir / "metrics.jsonl"), list(cycle_steps)
+    test_y, class_names = np.asarray(ds.test_y), list(ds.class_names)
+
+    def plots() -> None:
+        reporting.plot_confusion_matrix(workdir / "confusion_matrix.png", metrics["confusion_matrix"], class_names)
+        reporting.plot_roc(workdir / "roc.png", probs, test_y, class_names)
+        if rows is not None:
+            reporting.plot_threshold(workdir / "threshold.png", rows, cycle_steps)
+
+    (submit or (lambda job: job()))(plots)
     return metrics

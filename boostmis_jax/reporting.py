@@ -11,7 +11,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from boostmis_jax.errors import UserError
 from boostmis_jax.fsutil import atomic_write, atomic_write_text
 
 __all__ = [
+    "Background",
     "MetricsWriter",
     "Progress",
     "contact_sheet",
@@ -35,6 +37,37 @@ __all__ = [
     "write_json_atomic",
     "write_predictions",
 ]
+
+
+class Background:
+    """One worker thread for the plots a cycle writes, so that rendering PNGs (0.3-1 s each on a small CPU)
+    overlaps the next compile or step instead of holding up the loop: XLA releases the GIL while it compiles
+    and runs. Figures here never touch pyplot's global state, so one worker thread is safe. The first failure
+    is re-raised in the loop's thread, at the next `submit` or at `wait`/`close`."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="boostmis-plots")
+        self._pending: list[Future] = []
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self._reap(block=False)
+        self._pending.append(self._pool.submit(fn))
+
+    def _reap(self, block: bool) -> None:
+        done = [f for f in self._pending if block or f.done()]
+        self._pending = [f for f in self._pending if f not in done]
+        for f in done:
+            f.result()  # re-raises the worker's exception here
+
+    def wait(self) -> None:
+        """Every submitted job finished; raises the first failure."""
+        self._reap(block=True)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _is_process0() -> bool:
@@ -323,7 +356,7 @@ def plot_confusion_matrix(path: str | os.PathLike, cm: list[list[int]], class_na
 def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> list[dict]:
     """One-vs-rest ROC per class: {"name", "fpr", "tpr", "auc"}; fpr/tpr None and auc NaN for a class with no
     positive or no negative example in `y` (its curve is undefined)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from boostmis_jax.evaluate import roc_auc, roc_curve
 
     probs, y = np.asarray(probs, np.float64), np.asarray(y).reshape(-1)
     k = len(class_names)
@@ -336,7 +369,7 @@ def roc_curves(probs: np.ndarray, y: np.ndarray, class_names: Sequence[str]) -> 
             out.append({"name": str(name), "fpr": None, "tpr": None, "auc": float("nan")})
             continue
         fpr, tpr, _ = roc_curve(positive, probs[:, c])
-        out.append({"name": str(name), "fpr": fpr, "tpr": tpr, "auc": float(roc_auc_score(positive, probs[:, c]))})
+        out.append({"name": str(name), "fpr": fpr, "tpr": tpr, "auc": roc_auc(positive, probs[:, c])})
     return out
 
 

@@ -74,6 +74,7 @@ class Run:
     compiles: dict
     t_start: float
     say: Any
+    side: reporting.Background = dataclasses.field(default_factory=reporting.Background)  # the plots
     stop: dict = dataclasses.field(default_factory=lambda: {"sig": None})
     old_handlers: dict = dataclasses.field(default_factory=dict)
     _pool: Any = None
@@ -111,12 +112,14 @@ class Run:
         return Interrupted(self.stop["sig"] or signal.SIGTERM, step)
 
     def close(self) -> None:
-        """Handlers back, writer closed, then the checkpointer: the last save, then the workdir lock."""
+        """Handlers back, writer closed, plots finished, then the checkpointer: the last save, then the
+        workdir lock."""
         try:
             for s, h in self.old_handlers.items():
                 signal.signal(s, h)
             if self.writer is not None:
                 self.writer.close()
+            self.side.close()
         finally:
             self.ckpt.close()
 
@@ -411,16 +414,16 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
 
 
 def write_cycle_plots(r: Run, book: Book, state: dict, test_probs: np.ndarray) -> None:
-    """The portable model (DIR/model/), test predictions, confusion matrix, ROC, threshold and learning
-    curve of the cycle just finished."""
+    """The portable model (DIR/model/) and test predictions of the cycle just finished, now; its confusion
+    matrix, ROC, threshold and learning curve PNGs on the background thread (finished by `Run.close`)."""
     h = book.history[-1]
     export.write_cycle_outputs(r.workdir, ds=r.ds, model_cfg=r.cfg.model, data_cfg=r.cfg.data,
                                variables=jax.device_get(best_variables(state, book)), test_probs=test_probs,
                                step=h["step"], cycle=h["cycle"], labeled=h["labeled"],
-                               cycle_steps=[c["step"] for c in book.history])
+                               cycle_steps=[c["step"] for c in book.history], submit=r.side.submit)
     if int(r.cfg.al.cycles) > 0:
-        reporting.plot_learning_curve(r.workdir / "learning_curve.png", [
-            {"labeled": c["labeled"], "test/macro_f1": c["test"]["macro_f1"]} for c in book.history])
+        curve = [{"labeled": c["labeled"], "test/macro_f1": c["test"]["macro_f1"]} for c in book.history]
+        r.side.submit(lambda: reporting.plot_learning_curve(r.workdir / "learning_curve.png", curve))
 
 
 def acquire(r: Run, state: dict, book: Book) -> bool:

@@ -319,6 +319,23 @@ def test_sklearn_digits():
     assert set(np.unique(ds.val_y)) == set(range(10))
 
 
+def test_sklearn_digits_read_directly_equal_load_digits_and_skip_the_sklearn_import():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from boostmis_jax.data.sklearn_sets import _digits
+    images, target = _digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+    code = ("import sys; from boostmis_jax.data.sklearn_sets import _digits; _digits(); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
 def test_sklearn_breast_cancer():
     ds = load_dataset(make_cfg("sklearn_breast_cancer"))
     assert ds.kind == "features" and ds.train_x.shape[1] == 30 and ds.num_classes == 2

@@ -86,3 +86,21 @@ def test_shape_mismatch_raises():
         classification_metrics(np.zeros((3, 2)), np.zeros(3, int), 3)
     with pytest.raises(ValueError):
         classification_metrics(np.zeros((3, 3)), np.array([0, 1, 3]), 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_curve_and_auc_equal_sklearn_with_ties(seed):
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    from boostmis_jax.evaluate import roc_auc, roc_curve
+
+    rng = np.random.default_rng(seed)
+    positive = rng.random(300) < 0.3
+    score = np.round(rng.random(300) + 0.3 * positive, 1)  # rounded: many tied scores
+    fpr, tpr, thr = roc_curve(positive, score)
+    sk_fpr, sk_tpr, sk_thr = sk_roc_curve(positive, score, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+    np.testing.assert_array_equal(thr[1:], sk_thr[1:])  # the first is +inf here, max + 1 in older sklearn
+    assert roc_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)

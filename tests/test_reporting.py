@@ -229,3 +229,23 @@ def test_threshold_png(tmp_path):
     assert _png(tmp_path / "threshold.png").height >= 300
     plot_threshold(tmp_path / "empty.png", [{"step": 1, "train/loss": 1.0}])
     _png(tmp_path / "empty.png")
+
+
+def test_background_runs_jobs_in_order_off_the_loop_thread_and_reraises_the_first_failure():
+    import threading
+
+    from boostmis_jax.reporting import Background
+
+    bg, seen = Background(), []
+    bg.submit(lambda: seen.append(("a", threading.current_thread().name)))
+    bg.submit(lambda: seen.append(("b", threading.current_thread().name)))
+    bg.wait()
+    assert [s[0] for s in seen] == ["a", "b"]
+    assert all(name != threading.current_thread().name for _, name in seen)
+
+    def boom():
+        raise OSError("disk full")
+
+    bg.submit(boom)
+    with pytest.raises(OSError, match="disk full"):
+        bg.close()
