@@ -426,24 +426,35 @@ def execute(plan: list[PlannedRun], on_result, say=print) -> list[dict]:
     return results
 
 
-def annotated_per_class(summary: dict) -> list[int]:
-    """True labels of the rows the selectors sent to annotation, counted per class over every round: whether
-    the picks find the rare class is what decides macro-F1 on an imbalanced pool."""
-    counts = [0] * len(summary["test"].get("per_class_recall", []))
-    for picks in summary.get("picks", {}).values():
+def annotated_per_round(summary: dict) -> list[list[int]]:
+    """True labels of the rows the selectors sent to annotation, counted per class, one list per round in
+    round order: whether the picks find the rare class is what decides macro-F1 on an imbalanced pool."""
+    n = len(summary["test"].get("per_class_recall", []))
+    rounds = []
+    for _, picks in sorted(summary.get("picks", {}).items(), key=lambda kv: int(kv[0])):
+        counts = [0] * n
         for q in picks:
             label = q.get("label")
-            if label is not None and 0 <= int(label) < len(counts):
+            if label is not None and 0 <= int(label) < n:
                 counts[int(label)] += 1
-    return counts
+        rounds.append(counts)
+    return rounds
+
+
+def annotated_per_class(summary: dict) -> list[int]:
+    """`annotated_per_round` summed over the rounds."""
+    n = len(summary["test"].get("per_class_recall", []))
+    return [sum(r[c] for r in annotated_per_round(summary)) for c in range(n)]
 
 
 def run_record(p: PlannedRun, summary: dict) -> dict:
     """What study.json keeps of one run."""
     curve = [{"cycle": h["cycle"], "labeled": h["labeled"], "test_macro_f1": h["test"]["macro_f1"],
-              "val_macro_f1": h["val"]["macro_f1"]} for h in summary.get("cycles", [])]
+              "val_macro_f1": h["val"]["macro_f1"], "test_per_class_recall": h["test"].get("per_class_recall")}
+             for h in summary.get("cycles", [])]
     return {"method": p.method, "seed": p.seed, "workdir": str(p.workdir), "labeled": summary["labeled"],
             "n_active": summary.get("n_active", 0), "annotated_per_class": annotated_per_class(summary),
+            "annotated_per_round": annotated_per_round(summary),
             "steps": summary["steps"],
             "wall_time_s": summary.get("wall_time_s"), "test": summary["test"], "val": summary["val"],
             "curve": curve, "config": summary.get("config", {})}
@@ -564,6 +575,7 @@ def render_markdown(meta: dict, runs: list[dict], reference: str = "") -> str:
                 s = mean_std([p["test_macro_f1"] for p in pts])
                 cells.append(f"{_span([p['labeled'] for p in pts])} labels: {_ms(s)}" if pts else "")
             lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+        lines += picks_table(curves, width)
     lines += ["", "## Every run", "",
               "| method | seed | labels | steps | " + " | ".join(METRIC_NAMES[k] for k in METRICS)
               + " | val macro-F1 | test recall per class | annotated per class | wall s |",
@@ -581,6 +593,29 @@ def render_markdown(meta: dict, runs: list[dict], reference: str = "") -> str:
     if plots:
         lines += [""] + [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def picks_table(curves: dict[str, list[dict]], width: int) -> list[str]:
+    """study.md lines: per active-learning cycle, the true classes of the rows annotated in the round that
+    led to it (summed over seeds) and the mean test recall per class after it: where the picks went and
+    what that did to each class."""
+    lines = ["", ("## Picks and test recall per class after each cycle (picks: true classes of the round's "
+                  "annotated rows, summed over seeds; recall: mean over seeds)"), "",
+             "| method | " + " | ".join(f"cycle {i}" for i in range(width)) + " |", "|---|" + "---|" * width]
+    for m, rs in curves.items():
+        cells = []
+        for i in range(width):
+            rec = [r["curve"][i].get("test_per_class_recall") for r in rs if len(r["curve"]) > i]
+            rec = [x for x in rec if x]
+            cell = ("recall " + "/".join(f"{np.mean([x[c] for x in rec]):.3f}" for c in range(len(rec[0])))
+                    if rec else "")
+            rounds = [r.get("annotated_per_round") or [] for r in rs]
+            if i > 0 and any(len(rd) >= i for rd in rounds):
+                got = [rd[i - 1] for rd in rounds if len(rd) >= i]
+                cell = "picks " + "/".join(str(sum(g[c] for g in got)) for c in range(len(got[0]))) + "; " + cell
+            cells.append(cell)
+        lines.append(f"| `{m}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 # ======================================================================================================

@@ -259,11 +259,14 @@ def test_micro_study_end_to_end_then_skips_and_resumes(tmp_path):
     assert {r["labeled"] for r in runs} == {12 + 6} and {r["steps"] for r in runs} == {12}
     assert [c["labeled"] for c in runs[1]["curve"]] == [12, 18] and runs[1]["n_active"] == 6
     assert sum(runs[1]["annotated_per_class"]) == 6 and sum(runs[0]["annotated_per_class"]) == 0
+    assert len(runs[1]["annotated_per_round"]) == 1 and sum(runs[1]["annotated_per_round"][0]) == 6
+    assert all(len(c["test_per_class_recall"]) == 6 for c in runs[1]["curve"])
     assert doc["paired"]["supervised"]["macro_f1"]["n"] == 2
     assert doc["aggregate"]["boostmis"]["test"]["macro_f1"]["n"] == 2
     assert (tmp_path / "data" / "digits_longtail_c6_r10.npz").exists()
     md = (tmp_path / "study.md").read_text()
     assert "BoostMIS (AUS+BUS) (`boostmis`) | 2 | 18 | 12 |" in md and "| `supervised` | 2 |" in md
+    assert "## Picks and test recall per class after each cycle" in md
     for png in ("f1_vs_labels.png", "confusion_matrices.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -280,3 +283,18 @@ def test_cli_bad_method_is_one_line(tmp_path):
     p = run_cmd([*study_cmd(tmp_path), "--config.study.methods=boostmis,fixmach", "--dry_run"])
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: study.methods: unknown or empty ['fixmach']")
+
+
+def test_picks_table_sums_picks_over_seeds_and_averages_recall():
+    def run(rounds, recalls):
+        return {"annotated_per_round": rounds,
+                "curve": [{"test_per_class_recall": r} for r in recalls]}
+    rs = [run([[1, 3], [0, 4]], [[0.5, 1.0], [0.4, 1.0], [0.2, 1.0]]),
+          run([[2, 2], [1, 3]], [[0.7, 0.9], [0.6, 0.8], [0.4, 0.9]])]
+    lines = study.picks_table({"boostmis": rs}, 3)
+    row = lines[-1]
+    assert row.startswith("| `boostmis` |")
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells[0] == "recall 0.600/0.950"
+    assert cells[1] == "picks 3/5; recall 0.500/0.900"
+    assert cells[2] == "picks 1/7; recall 0.300/0.950"
