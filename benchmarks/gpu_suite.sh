@@ -80,11 +80,13 @@ if [ "$QUICK" = 1 ]; then
     DEFAULT_TS="--model cnn --dtype bfloat16 --batch 8 --uratio 2 --steps 2 --warmup 1
                 --image-size 16 --channels 3 --profile cnn:bfloat16"
     DEFAULT_ACQ="--pool 2000 --image-pool 200 --repeats 1"
+    DEFAULT_SCALING="--devices 1,2 --batch 8 --uratio 2 --steps 2 --warmup 1 --image-size 16"
 else
     # wrn28_2 first: lines are flushed per case, so a stage cut at its limit still keeps the main numbers.
     DEFAULT_TS="--model wrn28_2,cnn --dtype bfloat16 --dtype float32 --batch 64 --uratio 7 --steps 30 --warmup 5
                 --image-size 32 --channels 3 --profile wrn28_2:bfloat16"
     DEFAULT_ACQ=""
+    DEFAULT_SCALING=""
 fi
 # shellcheck disable=SC2086  # word splitting of the argument lists is intended
 stage train_step 270 "$OUT/train_step.jsonl" \
@@ -99,7 +101,7 @@ else
 fi
 if [ -f benchmarks/scaling.py ]; then
     # shellcheck disable=SC2086
-    stage scaling 60 "$OUT/scaling.jsonl" "$PY" benchmarks/scaling.py ${SCALING_ARGS:-}
+    stage scaling 60 "$OUT/scaling.jsonl" "$PY" benchmarks/scaling.py ${SCALING_ARGS:-$DEFAULT_SCALING}
 else
     log "benchmarks/scaling.py: not present, skipped"
 fi
