@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout as `python benchmarks/bus_density.py` (configs/ is no package)
+from boostmis_jax import xla_env  # before jax: the XLA defaults users get
+
+xla_env.configure()
+
 import jax
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
