@@ -441,20 +441,17 @@ def annotated_per_round(summary: dict) -> list[list[int]]:
     return rounds
 
 
-def annotated_per_class(summary: dict) -> list[int]:
-    """`annotated_per_round` summed over the rounds."""
-    n = len(summary["test"].get("per_class_recall", []))
-    return [sum(r[c] for r in annotated_per_round(summary)) for c in range(n)]
-
-
 def run_record(p: PlannedRun, summary: dict) -> dict:
     """What study.json keeps of one run."""
+    rounds = annotated_per_round(summary)
+    n_classes = len(summary["test"].get("per_class_recall", []))
     curve = [{"cycle": h["cycle"], "labeled": h["labeled"], "test_macro_f1": h["test"]["macro_f1"],
               "val_macro_f1": h["val"]["macro_f1"], "test_per_class_recall": h["test"].get("per_class_recall")}
              for h in summary.get("cycles", [])]
     return {"method": p.method, "seed": p.seed, "workdir": str(p.workdir), "labeled": summary["labeled"],
-            "n_active": summary.get("n_active", 0), "annotated_per_class": annotated_per_class(summary),
-            "annotated_per_round": annotated_per_round(summary),
+            "n_active": summary.get("n_active", 0),
+            "annotated_per_class": [sum(r[c] for r in rounds) for c in range(n_classes)],  # over the rounds
+            "annotated_per_round": rounds,
             "steps": summary["steps"],
             "wall_time_s": summary.get("wall_time_s"), "test": summary["test"], "val": summary["val"],
             "curve": curve, "config": summary.get("config", {})}
