@@ -67,7 +67,8 @@ def timed_compile(fn, *args, **jit_kw) -> tuple[dict, object]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/demo.py")
-    p.add_argument("--only", default="", help="comma list of programs (init,step,bare,views,predict,scorer)")
+    p.add_argument("--only", default="", help="comma list of programs "
+                   "(init,init_default_level,step,bare,views,predict,scorer); init always runs")
     a = p.parse_args()
     only = {s for s in a.only.split(",") if s}
     want = lambda name: not only or name in only
@@ -82,7 +83,9 @@ def main() -> None:
                  "loadavg": float(Path("/proc/loadavg").read_text().split()[0])}
     sample = jnp.zeros((1,) + ds.train_x.shape[1:], jnp.float32)
     row["init"], state = timed_compile(lambda: training.init(sample), out_shardings=rep,
-                                           compiler_options=RUN_ONCE)
+                                       compiler_options=RUN_ONCE)  # as train.fresh_state compiles it
+    if want("init_default_level"):  # what RUN_ONCE saves: the same program at XLA's default LLVM level
+        row["init_default_level"], _ = timed_compile(lambda: training.init(sample), out_shardings=rep)
     B = int(cfg.train.batch_size)
     uB = int(cfg.ssl.uratio) * B
     rng = np.random.default_rng(0)

@@ -196,8 +196,9 @@ def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_clas
 
 
 # Programs that run once per run (the state initializer) are compiled without LLVM's optimizations: on
-# XLA:CPU the initializer (threefry + truncated normals for every kernel) takes 4-6 s to compile at the default
-# level and 0.7-1 s at level 0, and it runs for a few milliseconds (benchmarks/NOTES.md, "Cold start").
+# XLA:CPU the initializer (threefry + truncated normals for every kernel) takes 2.5 s (4-6 s under load)
+# to compile at the default level and 0.5-1 s at level 0, and it runs for a few milliseconds
+# (benchmarks/compile_time.py: init vs init_default_level; benchmarks/NOTES.md, "Cold start").
 RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 
