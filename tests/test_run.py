@@ -28,3 +28,31 @@ def test_tiny_run_in_process_writes_summary_and_grows_the_labeled_set(tmp_path):
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in rows if "train/loss" in r] == [3, 6, 9, 10]
     assert [r["cycle"] for r in rows if "test/macro_f1" in r] == [0, 1]
+
+
+def test_cycle_plots_are_finished_when_run_returns_and_a_plot_failure_is_raised(tmp_path, monkeypatch):
+    import threading
+
+    import pytest
+
+    from boostmis_jax import reporting
+    from boostmis_jax.errors import UserError
+
+    # the plots render off the loop's thread, and every one exists once run() returns
+    threads = []
+    real = reporting.plot_confusion_matrix
+    monkeypatch.setattr(reporting, "plot_confusion_matrix",
+                        lambda *a, **k: (threads.append(threading.current_thread().name), real(*a, **k)))
+    train.run(tiny_config(), str(tmp_path / "ok"))
+    assert threads and all(t != threading.current_thread().name for t in threads)
+    for png in ("confusion_matrix.png", "roc.png", "threshold.png", "learning_curve.png"):
+        assert (tmp_path / "ok" / png).stat().st_size > 1000
+
+    # a plot that fails is not lost on the background thread: run() raises it, the checkpoints are kept
+    def broken(path, *a, **k):
+        raise UserError(f"{path}: cannot write; free some disk space")
+
+    monkeypatch.setattr(reporting, "plot_roc", broken)
+    with pytest.raises(UserError, match="roc.png: cannot write"):
+        train.run(tiny_config(), str(tmp_path / "bad"))
+    assert any((tmp_path / "bad" / "checkpoints").iterdir())
