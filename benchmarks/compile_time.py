@@ -124,8 +124,11 @@ def main() -> None:
         args = (variables, xs, parallel.put_global(valid & ~labeled, mesh), parallel.put_global(labeled, mesh),
                 jax.random.key(0), jnp.asarray(0.9, jnp.float32))
         t0 = time.perf_counter()
-        scorer(*args[:5], 0.9)  # the scorer jits itself: time its first call (trace + compile + run)
-        row["scorer"] = {"first_call_s": round(time.perf_counter() - t0, 2)}
+        jax.block_until_ready(scorer(*args[:5], 0.9))  # it jits itself: first call = trace + compile + run
+        t1 = time.perf_counter()
+        jax.block_until_ready(scorer(*args[:5], 0.9))
+        row["scorer"] = {"first_call_s": round(t1 - t0, 2), "run_s": round(time.perf_counter() - t1, 3),
+                         "pool": int(x.shape[0])}
     print(json.dumps(row), flush=True)
 
 

@@ -8,7 +8,9 @@ gets the faster path without knowing any flag.
 Rules:
 * a flag the user already put in XLA_FLAGS is never overridden (theirs wins, matched by flag name);
 * BOOSTMIS_XLA_DEFAULTS=0 turns every default off (for A/B measurements, or to report an XLA bug);
-* only `xla_cpu_*` options are set: they change nothing on a GPU, where jax runs the GPU backend;
+* `xla_cpu_*` options change nothing on a GPU, where jax runs the GPU backend; an option every backend
+  reads (CPU_ONLY_FLAGS) is set only when jax can run nothing but XLA:CPU (`cpu_only`: JAX_PLATFORMS=cpu,
+  or no GPU/TPU plugin installed), so a GPU or TPU run keeps XLA's own defaults;
 * a flag is set only when the installed jaxlib knows it (XLA aborts on an unknown flag, and
   pyproject allows older jaxlibs than the one measured): its name is looked up in jaxlib's libraries;
 * this module never imports jax (importing it must not start a backend).
@@ -31,6 +33,14 @@ CPU_FLAGS: dict[str, str] = {
     # Keep YNNPACK for dots and reductions (the BatchNorm statistics: without it they become slow
     # reduce-windows), drop it for convolutions only.
     "xla_cpu_experimental_ynn_fusion_type": "-individual_convolution",
+}
+# name -> value; set only when `cpu_only()`: every backend reads these (measured in benchmarks/NOTES.md).
+CPU_ONLY_FLAGS: dict[str, str] = {
+    # LLVM -O1 instead of XLA's -O3 for the loops XLA:CPU emits itself (fusions, reductions, the kNN
+    # blocks; convolutions and dots are library calls either way). -O3's unrolling/vectorisation made
+    # this CPU slower, not faster: the WRN-28-2 SSL step 77 -> 92 images/s, the pool scorer 0.65 -> 0.30 s
+    # (demo) and 14.2 -> 8.8 s (pneumonia), and every program compiles faster (a cold start -2.5 s).
+    "xla_backend_optimization_level": "1",
 }
 OPT_OUT = "BOOSTMIS_XLA_DEFAULTS"
 
@@ -55,6 +65,38 @@ def jaxlib_knows(flag: str) -> bool:
     return False
 
 
+def _accelerator_plugin_installed() -> bool:
+    """A GPU/TPU PJRT plugin jax would load (the `jax_plugins` namespace or entry points, libtpu, or an old
+    jaxlib with CUDA/ROCm built in), found without importing jax."""
+    from importlib import metadata
+
+    spec = importlib.util.find_spec("jax_plugins")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if any(p.name[:1] not in "._" for f in folders if Path(f).is_dir() for p in Path(f).iterdir()):
+        return True
+    try:
+        plugins = metadata.entry_points(group="jax_plugins")
+    except Exception:  # noqa: BLE001  a broken distribution's metadata must not stop a run
+        plugins = ()
+    if plugins:
+        return True
+    if importlib.util.find_spec("libtpu") is not None:
+        return True
+    jaxlib = importlib.util.find_spec("jaxlib")
+    folders = list(jaxlib.submodule_search_locations or []) if jaxlib else []
+    return any((Path(f) / sub).is_dir() for f in folders for sub in ("cuda", "rocm"))
+
+
+def cpu_only(environ: dict | None = None) -> bool:
+    """Whether jax can run nothing but XLA:CPU here: JAX_PLATFORMS names only cpu, or, unset, no
+    accelerator plugin is installed."""
+    env = os.environ if environ is None else environ
+    platforms = [p.strip().lower() for p in env.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return all(p == "cpu" for p in platforms)
+    return not _accelerator_plugin_installed()
+
+
 def merged_flags(current: str, defaults: dict[str, str] | None = None) -> str:
     """`current` with each default flag appended unless `current` already names it (the user's wins) or
     the installed jaxlib does not know it."""
@@ -72,7 +114,7 @@ def configure(environ: dict | None = None) -> str:
     current = env.get("XLA_FLAGS", "")
     if env.get(OPT_OUT, "1").strip().lower() in ("0", "false", "no", "off"):
         return current
-    new = merged_flags(current)
+    new = merged_flags(current, {**CPU_FLAGS, **(CPU_ONLY_FLAGS if cpu_only(env) else {})})
     if new != current:
         if environ is None and _backend_started():
             print("boostmis_jax.xla_env: jax already started its backend; XLA defaults not applied "

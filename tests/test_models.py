@@ -213,7 +213,8 @@ def test_xla_env_adds_defaults_keeps_user_flags_and_can_be_turned_off():
     env = {}
     flags = xla_env.configure(env)
     assert "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution" in env["XLA_FLAGS"] == flags
-    mine = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_cpu_experimental_ynn_fusion_type="}
+    mine = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_cpu_experimental_ynn_fusion_type=",
+            "JAX_PLATFORMS": "cuda"}  # (a GPU run: the CPU-only level is not added, see the next tests)
     xla_env.configure(mine)  # the user's value of the same flag wins; their other flags stay first
     assert mine["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4 --xla_cpu_experimental_ynn_fusion_type="
     off = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", xla_env.OPT_OUT: "0"}
@@ -228,3 +229,22 @@ def test_xla_env_skips_flags_the_installed_jaxlib_does_not_know():
     assert xla_env.jaxlib_knows("xla_force_host_platform_device_count")
     assert not xla_env.jaxlib_knows("xla_cpu_no_such_flag_boostmis")
     assert xla_env.merged_flags("--a=1", {"xla_cpu_no_such_flag_boostmis": "1"}) == "--a=1"
+
+
+def test_xla_env_sets_the_llvm_level_only_where_jax_can_run_nothing_but_cpu(tmp_path, monkeypatch):
+    """xla_backend_optimization_level is read by every backend: a GPU/TPU run must keep XLA's default."""
+    from boostmis_jax import xla_env
+
+    level = "--xla_backend_optimization_level=1"
+    assert level in xla_env.configure({"JAX_PLATFORMS": "cpu"})
+    assert level not in xla_env.configure({"JAX_PLATFORMS": "cuda"})
+    assert level not in xla_env.configure({"JAX_PLATFORMS": "cpu,tpu"})
+    mine = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=3"}
+    assert xla_env.configure(mine).count("xla_backend_optimization_level") == 1  # the user's level wins
+    assert not xla_env._accelerator_plugin_installed()  # this machine: jax without GPU/TPU plugins
+    assert level in xla_env.configure({})
+    (tmp_path / "jax_plugins" / "xla_cuda12").mkdir(parents=True)  # how jax-cuda12-plugin installs
+    (tmp_path / "jax_plugins" / "xla_cuda12" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert xla_env._accelerator_plugin_installed()
+    assert level not in xla_env.configure({}) and level in xla_env.configure({"JAX_PLATFORMS": "cpu"})
