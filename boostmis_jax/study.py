@@ -376,8 +376,10 @@ def _hms(seconds: float) -> str:
 
 
 class Eta:
-    """Seconds per step, measured on the runs trained in this invocation, kept apart for supervised and
-    SSL steps (a supervised step does not touch the unlabeled batch, so it is several times cheaper)."""
+    """Seconds left, from the runs trained in this invocation: seconds per image a step trains on, kept apart
+    for supervised steps (B labeled images) and SSL steps (B + 2 x uratio x B: the unlabeled weak and strong
+    views), so that after a cheap supervised run the SSL runs ahead are not priced like it. A kind not seen
+    yet is priced at the seen kind's rate per image."""
 
     def __init__(self) -> None:
         self.spent: dict[bool, list[float]] = {True: [0.0, 0.0], False: [0.0, 0.0]}
@@ -386,16 +388,22 @@ class Eta:
     def kind(p: PlannedRun) -> bool:
         return str(p.cfg.ssl.threshold) != "none"
 
+    @classmethod
+    def images(cls, p: PlannedRun) -> float:
+        b = float(p.cfg.train.batch_size)
+        per_step = b * (1 + 2 * float(p.cfg.ssl.uratio)) if cls.kind(p) else b
+        return per_step * p.steps
+
     def record(self, p: PlannedRun, seconds: float) -> None:
         self.spent[self.kind(p)][0] += seconds
-        self.spent[self.kind(p)][1] += p.steps
+        self.spent[self.kind(p)][1] += self.images(p)
 
     def left(self, todo: list[PlannedRun]) -> float | None:
         rates = {k: s / n for k, (s, n) in self.spent.items() if n}
         if not rates:
             return None
-        fallback = max(rates.values())
-        return sum(p.steps * rates.get(self.kind(p), fallback) for p in todo)
+        pooled = sum(s for s, _ in self.spent.values()) / sum(n for _, n in self.spent.values())
+        return sum(self.images(p) * rates.get(self.kind(p), pooled) for p in todo)
 
 
 def execute(plan: list[PlannedRun], on_result, say=print) -> list[dict]:

@@ -298,3 +298,26 @@ def test_picks_table_sums_picks_over_seeds_and_averages_recall():
     assert cells[0] == "recall 0.600/0.950"
     assert cells[1] == "picks 3/5; recall 0.500/0.900"
     assert cells[2] == "picks 1/7; recall 0.300/0.950"
+
+
+def test_eta_prices_ssl_runs_by_the_images_their_steps_train_on():
+    """After one cheap supervised run, an SSL run ahead (B + 2 x uratio x B images a step) is not priced
+    like it: the study's ETA was 8x too low after run 1 of the pneumonia study."""
+    from pathlib import Path
+
+    import ml_collections
+
+    from boostmis_jax.study import Eta, PlannedRun
+
+    def planned(threshold: str) -> PlannedRun:
+        cfg = ml_collections.ConfigDict({"ssl": {"threshold": threshold, "uratio": 3},
+                                         "train": {"batch_size": 16}})
+        return PlannedRun(method=threshold, seed=0, workdir=Path("w"), cfg=cfg, labels=144, steps=1200)
+
+    sup, ssl = planned("none"), planned("boostmis")
+    eta = Eta()
+    assert eta.left([sup]) is None
+    eta.record(sup, 20.0)
+    assert eta.left([sup, ssl]) == pytest.approx(20.0 + 20.0 * 7)  # 16 vs 16 + 2 x 3 x 16 images a step
+    eta.record(ssl, 100.0)  # once an SSL run is measured, its own rate prices the SSL runs
+    assert eta.left([ssl, sup]) == pytest.approx(100.0 + 20.0)
