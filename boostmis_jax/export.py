@@ -85,9 +85,9 @@ def data_meta(ds: Any, data_cfg: Any) -> dict:
     opts = DicomOptions.from_cfg(data_cfg)
     return {
         "kind": ds.kind,
-        "source": str(cfg_get(data_cfg, "source", "")),
+        "source": str(cfg_get(data_cfg, "source")),
         "input_shape": [int(d) for d in ds.train_x.shape[1:]],
-        "image_size": int(cfg_get(data_cfg, "image_size", 0) or 0),
+        "image_size": int(cfg_get(data_cfg, "image_size") or 0),
         "channels": int(ds.train_x.shape[-1]) if ds.kind == "image" else 0,
         "mean": _floats(ds.mean), "std": _floats(ds.std),
         "feature_mean": _floats(getattr(ds, "feature_mean", None)),

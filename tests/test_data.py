@@ -739,3 +739,16 @@ def test_features_keep_the_raw_statistics_for_prediction(tmp_path):
     np.testing.assert_array_equal(ds.feature_mean, x.mean(0, dtype=np.float64))
     np.testing.assert_array_equal(((x - ds.feature_mean) / ds.feature_std).astype(np.float32), ds.train_x)
     assert len(ds.val_ids) == len(ds.val_y) and len(ds.test_ids) == len(ds.test_y)
+
+
+def test_a_partial_data_section_reads_the_defaults_from_defaults_py():
+    """Loaders take plain dicts (tests, benchmarks); a key they omit is defaults.py's value, not a second
+    default written in the loader."""
+    from boostmis_jax.data.validate import cfg_get
+    from boostmis_jax.defaults import get_config
+
+    data = get_config().data
+    for key in ("num_labels", "label_balance", "val_fraction", "test_fraction", "dicom_frame", "source"):
+        assert cfg_get({}, key) == data[key]
+        assert cfg_get({key: None}, key) == data[key]
+    assert cfg_get({"num_labels": 7}, "num_labels") == 7

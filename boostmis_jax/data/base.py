@@ -65,7 +65,7 @@ def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
 
 def load_dataset(cfg: Any) -> Dataset:
     """Load the `data` config section's source; every failure is a one-line UserError."""
-    source = str(V.cfg_get(cfg, "source", "") or "")
+    source = str(V.cfg_get(cfg, "source") or "")
     if source not in SOURCES:
         raise UserError(f"data.source: unknown source {source!r}; pass --config.data.source=<one of "
                         f"{', '.join(sorted(SOURCES))}>")
@@ -172,14 +172,14 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
     if class_names is not None and len(class_names) > num_classes:
         raise UserError(f"{train.where}: {len(class_names)} classes found but num_classes={num_classes}; "
                         f"pass --config.data.num_classes={len(class_names)}")
-    grouped = str(V.cfg_get(cfg, "group_by", "") or "") == "patient"
+    grouped = str(V.cfg_get(cfg, "group_by") or "") == "patient"
     groups = _attach_groups(present, name, patients_csv) if grouped else None
 
     train_ids = train.ids if train.ids is not None else [str(i) for i in range(len(train.y))]
     missing = [s for s in ("test", "val") if splits.get(s) is None]
     if missing:
-        fractions = {"test": V.check_fraction(cfg, "test_fraction", 0.2),
-                     "val": V.check_fraction(cfg, "val_fraction", 0.1)}
+        fractions = {"test": V.check_fraction(cfg, "test_fraction"),
+                     "val": V.check_fraction(cfg, "val_fraction")}
         if sum(fractions[s] for s in missing) >= 1.0:
             raise UserError("data.val_fraction + data.test_fraction: leave no training rows; "
                             "lower them so their sum is below 1")

@@ -35,9 +35,9 @@ class DicomOptions:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> DicomOptions:
-        return cls(window_center=float(cfg_get(cfg, "window_center", 0.0)),
-                   window_width=float(cfg_get(cfg, "window_width", 0.0)),
-                   frame=int(cfg_get(cfg, "dicom_frame", -1)))
+        return cls(window_center=float(cfg_get(cfg, "window_center")),
+                   window_width=float(cfg_get(cfg, "window_width")),
+                   frame=int(cfg_get(cfg, "dicom_frame")))
 
 
 def _pydicom():

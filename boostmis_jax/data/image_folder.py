@@ -151,7 +151,7 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     """train_ids are file paths relative to `data.path` (posix separators), so queries name real files."""
     V.check_data_options(cfg)
     root = V.require_dir(V.require_path(cfg, hint), hint)
-    size = int(V.cfg_get(cfg, "image_size", 0) or 0)
+    size = int(V.cfg_get(cfg, "image_size") or 0)
     if size < 0:
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
     opts = dicom.DicomOptions.from_cfg(cfg)
@@ -183,7 +183,7 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
         files[split] = entries
 
     gray = _is_gray([p for entries in files.values() for p, _ in entries])
-    grouped = str(V.cfg_get(cfg, "group_by", "") or "") == "patient" and not (root / PATIENTS_NAME).is_file()
+    grouped = str(V.cfg_get(cfg, "group_by") or "") == "patient" and not (root / PATIENTS_NAME).is_file()
     splits: dict[str, RawSplit | None] = {s: None for s in SPLITS}
     ref = None
     for split, entries in files.items():

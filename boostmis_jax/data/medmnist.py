@@ -32,7 +32,7 @@ def load_medmnist_npz(cfg: Any) -> Dataset:
         x = V.check_images(arrays[xk], f"{path} [{xk}]")
         y = V.check_labels(arrays[yk], len(x), f"{path} [{yk}]", rows_of=f"rows in {xk}")
         splits[split] = RawSplit(x, y, f"{path} [{yk}]", x_where=f"{path} [{xk}]")
-    size = int(V.cfg_get(cfg, "image_size", 0) or 0)
+    size = int(V.cfg_get(cfg, "image_size") or 0)
     if size < 0:
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
     if size:

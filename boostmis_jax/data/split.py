@@ -301,9 +301,9 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray,
     train_y = np.asarray(train_y)
     check_data_options(cfg_data)
     saved_path = Path(workdir).expanduser() / SPLIT_NAME
-    split_file = str(cfg_get(cfg_data, "split_file", "") or "")
+    split_file = str(cfg_get(cfg_data, "split_file") or "")
     num_train = len(train_y)
-    want = int(cfg_get(cfg_data, "num_labels", 0))
+    want = int(cfg_get(cfg_data, "num_labels"))
     explicit = load_split_file(split_file, num_train) if split_file else None
     requested = None
     if saved_path.exists():
@@ -325,7 +325,7 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray,
     elif explicit is not None:
         indices = explicit
     else:
-        balance = str(cfg_get(cfg_data, "label_balance", "stratified") or "stratified")
+        balance = str(cfg_get(cfg_data, "label_balance"))
         indices = labeled_split(train_y, want, seed, balance=balance, groups=groups)
         if groups is not None:
             requested = want

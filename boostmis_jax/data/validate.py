@@ -5,6 +5,7 @@ the fix, so a bad data file fails before any compilation instead of deep inside 
 """
 from __future__ import annotations
 
+import functools
 import pickle
 import sys
 import zipfile
@@ -24,15 +25,23 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """Read an optional key from a ConfigDict or a plain dict; `None` means "use the default"."""
-    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-    return default if value is None else value
+@functools.cache
+def _data_defaults() -> dict:
+    from boostmis_jax.defaults import get_config  # the one place defaults live
+
+    return get_config().data.to_dict()
+
+
+def cfg_get(cfg: Any, key: str) -> Any:
+    """A `data` key from a ConfigDict or a plain dict (tests and benchmarks pass partial ones); a missing key
+    or `None` reads defaults.py's value, so no loader repeats a default."""
+    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+    return _data_defaults()[key] if value is None else value
 
 
 def require_path(cfg: Any, hint: str) -> Path:
     """The `data.path` value, which must be set: sources that read files have no sensible default."""
-    path = str(cfg_get(cfg, "path", "") or "")
+    path = str(cfg_get(cfg, "path") or "")
     if not path:
         raise UserError(f"data.path: not set; pass --config.data.path=<{hint}>")
     return Path(path).expanduser()
@@ -70,25 +79,25 @@ LABEL_BALANCES = ("stratified", "balanced")
 
 def check_data_options(cfg: Any) -> None:
     """The data keys that are not about files: balance, grouping, DICOM window and frame."""
-    balance = str(cfg_get(cfg, "label_balance", "stratified") or "stratified")
+    balance = str(cfg_get(cfg, "label_balance"))
     if balance not in LABEL_BALANCES:
         raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
                         "pass --config.data.label_balance=stratified (class proportions) or balanced")
-    group_by = str(cfg_get(cfg, "group_by", "") or "")
+    group_by = str(cfg_get(cfg, "group_by") or "")
     if group_by not in GROUP_BY:
         raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
                         "pass --config.data.group_by=patient (or '' for no grouping)")
     for key in ("window_center", "window_width", "dicom_frame"):
-        value = cfg_get(cfg, key, 0)
+        value = cfg_get(cfg, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
-    width, center = float(cfg_get(cfg, "window_width", 0)), float(cfg_get(cfg, "window_center", 0))
+    width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
     if width < 0:
         raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
     if width == 0 and center != 0:
         raise UserError(f"data.window_center={center} needs data.window_width; pass "
                         "--config.data.window_width=<width> too (0 for both = the file's own window)")
-    frame = cfg_get(cfg, "dicom_frame", -1)
+    frame = cfg_get(cfg, "dicom_frame")
     if float(frame) != int(frame) or int(frame) < -1:
         raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
                         "frame index >= 0")
@@ -244,17 +253,18 @@ def check_labels(y: np.ndarray, num_rows: int, where: str, num_classes: int = 0,
 
 def check_num_classes(cfg: Any) -> int:
     """`data.num_classes`: 0 means infer from the labels."""
-    value = int(cfg_get(cfg, "num_classes", 0) or 0)
+    value = int(cfg_get(cfg, "num_classes") or 0)
     if value < 0 or value == 1:
         raise UserError(f"data.num_classes: {value} is invalid; pass 0 (infer) or a value >= 2")
     return value
 
 
-def check_fraction(cfg: Any, key: str, default: float) -> float:
+def check_fraction(cfg: Any, key: str) -> float:
     """Fractions carved from train must leave train non-empty."""
-    value = float(cfg_get(cfg, key, default))
+    value = float(cfg_get(cfg, key))
     if not 0.0 <= value < 1.0:
-        raise UserError(f"data.{key}: {value} is outside [0, 1); pass e.g. --config.data.{key}={default}")
+        raise UserError(f"data.{key}: {value} is outside [0, 1); pass e.g. "
+                        f"--config.data.{key}={_data_defaults()[key]}")
     return value
 
 
