@@ -336,6 +336,18 @@ def test_sklearn_digits_read_directly_equal_load_digits_and_skip_the_sklearn_imp
     assert out.strip() == "False"
 
 
+def test_sklearn_digits_fall_back_to_load_digits_when_a_release_moves_the_file(tmp_path, monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from boostmis_jax.data import sklearn_sets
+
+    moved = type("Spec", (), {"submodule_search_locations": [str(tmp_path)]})()  # no datasets/data/ here
+    monkeypatch.setattr(sklearn_sets.importlib.util, "find_spec", lambda name: moved)
+    images, target = sklearn_sets._digits()
+    np.testing.assert_array_equal(images, load_digits().images)
+    np.testing.assert_array_equal(target, load_digits().target)
+
+
 def test_sklearn_breast_cancer():
     ds = load_dataset(make_cfg("sklearn_breast_cancer"))
     assert ds.kind == "features" and ds.train_x.shape[1] == 30 and ds.num_classes == 2
