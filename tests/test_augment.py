@@ -351,3 +351,15 @@ def test_unknown_kind_and_bad_config_are_user_errors():
         views(keys, jnp.zeros((3, 8, 8, 1), jnp.uint8))
     with pytest.raises(UserError, match="B, H, W, C"):
         views(keys, jnp.zeros((3, 8, 8)))
+
+
+def test_a_partial_aug_section_reads_the_defaults_from_defaults_py(monkeypatch):
+    """make_views("image") with no config builds the views of defaults.py's `aug` values (no second default
+    kept in views.py): changing the one default changes what a partial section gets."""
+    from boostmis_jax.augment import views as V
+
+    assert V._get({}, "pad_frac") == 0.125 and V._get({"pad_frac": 0.25}, "pad_frac") == 0.25
+    shipped = V._aug_defaults()
+    monkeypatch.setattr(V, "_aug_defaults", lambda: {**shipped, "num_ops": 99})
+    with pytest.raises(UserError, match="num_ops"):  # 99 is out of range: the default came from there
+        V.make_views("image")

@@ -6,6 +6,7 @@ Kinds live in a registry so new input modalities can add their own pair of views
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,21 @@ def register(name: str) -> Callable[[KindBuilder], KindBuilder]:
     return deco
 
 
-def _num(cfg: Any, key: str, default: float, lo: float, hi: float, *, hi_open: bool = False) -> float:
-    v = cfg.get(key, default)
+@functools.cache
+def _aug_defaults() -> dict:
+    from boostmis_jax.defaults import get_config  # the one place defaults live
+
+    return get_config().aug.to_dict()
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """An `aug` key; one the (possibly partial) section leaves out is defaults.py's value."""
+    v = cfg.get(key)
+    return _aug_defaults()[key] if v is None else v
+
+
+def _num(cfg: Any, key: str, lo: float, hi: float, *, hi_open: bool = False) -> float:
+    v = _get(cfg, key)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     ok = ok and lo <= v and (v < hi if hi_open else v <= hi)
     if not ok:
@@ -44,15 +58,15 @@ def _num(cfg: Any, key: str, default: float, lo: float, hi: float, *, hi_open: b
     return float(v)
 
 
-def _bool(cfg: Any, key: str, default: bool) -> bool:
-    v = cfg.get(key, default)
+def _bool(cfg: Any, key: str) -> bool:
+    v = _get(cfg, key)
     if not isinstance(v, bool):
         raise UserError(f"config aug.{key}: {v!r} is not a bool; set it to True or False")
     return v
 
 
-def _int(cfg: Any, key: str, default: int, lo: int, hi: int) -> int:
-    v = cfg.get(key, default)
+def _int(cfg: Any, key: str, lo: int, hi: int) -> int:
+    v = _get(cfg, key)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise UserError(f"config aug.{key}: {v!r} is not an integer in [{lo}, {hi}]; set one in that range")
     return v
@@ -60,11 +74,11 @@ def _int(cfg: Any, key: str, default: int, lo: int, hi: int) -> int:
 
 @register("image")
 def _image_views(cfg: Any) -> ViewFn:
-    flip = _bool(cfg, "flip", True)
-    pad_frac = _num(cfg, "pad_frac", 0.125, 0.0, 0.5)
-    num_ops = _int(cfg, "num_ops", 2, 0, 16)
-    magnitude = _num(cfg, "magnitude", 10.0, 0.0, 10.0)
-    cut = _num(cfg, "cutout", 0.5, 0.0, 1.0)
+    flip = _bool(cfg, "flip")
+    pad_frac = _num(cfg, "pad_frac", 0.0, 0.5)
+    num_ops = _int(cfg, "num_ops", 0, 16)
+    magnitude = _num(cfg, "magnitude", 0.0, 10.0)
+    cut = _num(cfg, "cutout", 0.0, 1.0)
 
     def views(key: jax.Array, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         kw, ks = jax.random.split(key)
@@ -78,9 +92,9 @@ def _image_views(cfg: Any) -> ViewFn:
 
 @register("features")
 def _feature_views(cfg: Any) -> ViewFn:
-    sw = _num(cfg, "feat_sigma_weak", 0.05, 0.0, math.inf)
-    ss = _num(cfg, "feat_sigma_strong", 0.2, 0.0, math.inf)
-    drop = _num(cfg, "feat_drop", 0.2, 0.0, 1.0, hi_open=True)
+    sw = _num(cfg, "feat_sigma_weak", 0.0, math.inf)
+    ss = _num(cfg, "feat_sigma_strong", 0.0, math.inf)
+    drop = _num(cfg, "feat_drop", 0.0, 1.0, hi_open=True)
 
     def views(key: jax.Array, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         kw, ks = jax.random.split(key)
