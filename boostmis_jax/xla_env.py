@@ -37,9 +37,9 @@ CPU_FLAGS: dict[str, str] = {
 # name -> value; set only when `cpu_only()`: every backend reads these (measured in benchmarks/NOTES.md).
 CPU_ONLY_FLAGS: dict[str, str] = {
     # LLVM -O1 instead of XLA's -O3 for the loops XLA:CPU emits itself (fusions, reductions, the kNN
-    # blocks; convolutions and dots are library calls either way). -O3's unrolling/vectorisation made
-    # this CPU slower, not faster: the WRN-28-2 SSL step 77 -> 92 images/s, the pool scorer 0.65 -> 0.30 s
-    # (demo) and 14.2 -> 8.8 s (pneumonia), and every program compiles faster (a cold start -2.5 s).
+    # blocks; convolutions and dots are library calls either way). Measured (NOTES, attempt 10): the pool
+    # scorer runs 1.6-2.2x faster at -O1 and compiles faster; the training step is the same within noise;
+    # level 0 makes the scorer 20x slower. Not profiled why -O3 loses here.
     "xla_backend_optimization_level": "1",
 }
 OPT_OUT = "BOOSTMIS_XLA_DEFAULTS"
