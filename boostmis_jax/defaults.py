@@ -6,9 +6,19 @@ of their own.
 """
 from __future__ import annotations
 
+import functools
+from types import MappingProxyType
+
 import ml_collections
 
 from boostmis_jax.errors import UserError
+
+
+@functools.cache
+def section_defaults(name: str) -> MappingProxyType:
+    """One section's default values, read-only: what a part given a partial section (tests, benchmarks
+    pass plain dicts) falls back to, so no part keeps a second copy of a default."""
+    return MappingProxyType(get_config()[name].to_dict())
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -359,7 +359,7 @@ def test_a_partial_aug_section_reads_the_defaults_from_defaults_py(monkeypatch):
     from boostmis_jax.augment import views as V
 
     assert V._get({}, "pad_frac") == 0.125 and V._get({"pad_frac": 0.25}, "pad_frac") == 0.25
-    shipped = V._aug_defaults()
-    monkeypatch.setattr(V, "_aug_defaults", lambda: {**shipped, "num_ops": 99})
+    shipped = dict(V.section_defaults("aug"))
+    monkeypatch.setattr(V, "section_defaults", lambda name: {**shipped, "num_ops": 99})
     with pytest.raises(UserError, match="num_ops"):  # 99 is out of range: the default came from there
         V.make_views("image")

@@ -337,12 +337,16 @@ def test_sklearn_digits_read_directly_equal_load_digits_and_skip_the_sklearn_imp
 
 
 def test_sklearn_digits_fall_back_to_load_digits_when_a_release_moves_the_file(tmp_path, monkeypatch):
+    import types
+
     from sklearn.datasets import load_digits
 
     from boostmis_jax.data import sklearn_sets
 
-    moved = type("Spec", (), {"submodule_search_locations": [str(tmp_path)]})()  # no datasets/data/ here
-    monkeypatch.setattr(sklearn_sets.importlib.util, "find_spec", lambda name: moved)
+    moved = types.SimpleNamespace(submodule_search_locations=[str(tmp_path)])  # no datasets/data/ here
+    # only this module's view of importlib: the process's own find_spec stays as it is
+    monkeypatch.setattr(sklearn_sets, "importlib",
+                        types.SimpleNamespace(util=types.SimpleNamespace(find_spec=lambda name: moved)))
     images, target = sklearn_sets._digits()
     np.testing.assert_array_equal(images, load_digits().images)
     np.testing.assert_array_equal(target, load_digits().target)

@@ -241,8 +241,9 @@ def test_xla_env_sets_the_llvm_level_only_where_jax_can_run_nothing_but_cpu(tmp_
     assert level not in xla_env.configure({"JAX_PLATFORMS": "cpu,tpu"})
     mine = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=3"}
     assert xla_env.configure(mine).count("xla_backend_optimization_level") == 1  # the user's level wins
-    assert not xla_env._accelerator_plugin_installed()  # this machine: jax without GPU/TPU plugins
+    monkeypatch.setattr(xla_env, "_accelerator_plugin_installed", lambda: False)  # a CPU-only install
     assert level in xla_env.configure({})
+    monkeypatch.undo()
     (tmp_path / "jax_plugins" / "xla_cuda12").mkdir(parents=True)  # how jax-cuda12-plugin installs
     (tmp_path / "jax_plugins" / "xla_cuda12" / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))

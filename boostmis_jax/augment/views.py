@@ -6,7 +6,6 @@ Kinds live in a registry so new input modalities can add their own pair of views
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 
 from boostmis_jax.augment.features import strong_features, weak_features
 from boostmis_jax.augment.image import strong_image, weak_image
+from boostmis_jax.defaults import section_defaults
 from boostmis_jax.errors import UserError
 
 # (key, x) -> (weak, strong): per example for kind builders, per batch for what make_views returns.
@@ -35,17 +35,10 @@ def register(name: str) -> Callable[[KindBuilder], KindBuilder]:
     return deco
 
 
-@functools.cache
-def _aug_defaults() -> dict:
-    from boostmis_jax.defaults import get_config  # the one place defaults live
-
-    return get_config().aug.to_dict()
-
-
 def _get(cfg: Any, key: str) -> Any:
     """An `aug` key; one the (possibly partial) section leaves out is defaults.py's value."""
     v = cfg.get(key)
-    return _aug_defaults()[key] if v is None else v
+    return section_defaults("aug")[key] if v is None else v
 
 
 def _num(cfg: Any, key: str, lo: float, hi: float, *, hi_open: bool = False) -> float:

@@ -5,7 +5,6 @@ the fix, so a bad data file fails before any compilation instead of deep inside 
 """
 from __future__ import annotations
 
-import functools
 import pickle
 import sys
 import zipfile
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from boostmis_jax.defaults import section_defaults
 from boostmis_jax.errors import UserError
 
 STD_FLOOR = 1e-6
@@ -25,18 +25,11 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-@functools.cache
-def _data_defaults() -> dict:
-    from boostmis_jax.defaults import get_config  # the one place defaults live
-
-    return get_config().data.to_dict()
-
-
 def cfg_get(cfg: Any, key: str) -> Any:
     """A `data` key from a ConfigDict or a plain dict (tests and benchmarks pass partial ones); a missing key
     or `None` reads defaults.py's value, so no loader repeats a default."""
     value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return _data_defaults()[key] if value is None else value
+    return section_defaults("data")[key] if value is None else value
 
 
 def require_path(cfg: Any, hint: str) -> Path:
@@ -264,7 +257,7 @@ def check_fraction(cfg: Any, key: str) -> float:
     value = float(cfg_get(cfg, key))
     if not 0.0 <= value < 1.0:
         raise UserError(f"data.{key}: {value} is outside [0, 1); pass e.g. "
-                        f"--config.data.{key}={_data_defaults()[key]}")
+                        f"--config.data.{key}={section_defaults('data')[key]}")
     return value
 
 
