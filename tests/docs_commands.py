@@ -240,7 +240,8 @@ def check_commands(cmds: list[Command], python: str = sys.executable) -> list[st
             remote.setdefault(("argparse", ""), []).append((cmd, [target, *args]))
     for (kind, target), items in remote.items():
         results = _run_worker(python, kind, target, [argv for _, argv in items])
-        errors += [f"{cmd.where}: `{cmd}`: {res}" for (cmd, _), res in zip(items, results, strict=True) if res]
+        errors += [f"{cmd.where}: `{cmd}`: {res}"
+                   for (cmd, _), res in zip(items, results, strict=True) if res]
     return errors
 
 

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-from docs_commands import ROOT, check_commands, classify, commands_from_markdown, doc_commands, doc_files
-from docs_commands import fenced_blocks
+from docs_commands import (ROOT, check_commands, classify, commands_from_markdown, doc_commands, doc_files,
+                           fenced_blocks)
 from helpers import TINY, env
 
 DOC_LANGS = {"bash", "text", "python", "json", "csv", "toml"}
@@ -134,11 +134,25 @@ def test_readme_is_short_and_links_every_page():
     broken = []
     for path in doc_files():
         for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
-            if re.match(r"^[a-z]+:", target) or target.startswith("#"):
+            if re.match(r"^[a-z]+:", target):
                 continue
-            if not (path.parent / target.split("#")[0]).exists():
-                broken.append(f"{path.relative_to(ROOT)}: {target}")
-    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+            file, _, anchor = target.partition("#")
+            dest = path.parent / file if file else path
+            if not dest.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest.read_text()):
+                broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for line in text.split("\n"):
+        m = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if m and not _inside_fence(text, text.split("\n").index(line)):
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
+    return out
 
 
 def test_pages_state_facts_not_history():
@@ -154,7 +168,8 @@ def test_pages_state_facts_not_history():
 
 def test_quick_start_runs(tmp_path):
     """The README's first command, run as written from a checkout-like folder, shrunk to a few steps."""
-    cmd = next(c for c in doc_commands([ROOT / "README.md"]) if classify(c)[:2] == ("absl", "boostmis_jax.main"))
+    readme = doc_commands([ROOT / "README.md"])
+    cmd = next(c for c in readme if classify(c)[:2] == ("absl", "boostmis_jax.main"))
     argv = list(cmd.argv)
     assert argv[:3] == ["python", "-m", "boostmis_jax.main"]
     workdir = argv[argv.index("--workdir") + 1]
