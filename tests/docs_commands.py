@@ -9,7 +9,9 @@ must match one rule below, else it is an error ("no rule"), so nothing shown goe
   `--config.KEY=VALUE` exists in the locked config with a value of its type; the config passes
   `config_file.check_against_defaults` and `defaults.validate` (without its `study` section for a study).
 * other `python -m boostmis_jax.X` and `python benchmarks/X.py`: the entry runs until its argparse parser
-  returns, then stops (argparse's own errors: unknown or missing flags, bad choices or types).
+  returns, then stops (argparse's own errors: unknown or missing flags, bad choices or types; abbreviations
+  are refused, so an old name that prefixes a new one is caught). An entry without argparse is an error,
+  never run.
 * `python -c CODE`: compiles; `bash SCRIPT`: exists and passes `bash -n`; `python -m pytest PATHS`: the
   paths exist; `pip install [-e] .[extras]` / `'boostmis_jax[extras]'`: the extras exist in pyproject.toml;
   `python3 -m venv DIR` and `. DIR/bin/activate`: accepted.
@@ -138,8 +140,23 @@ def commands_from_markdown(text: str, name: str = "<doc>") -> list[Command]:
 # Commands -> checks
 # ======================================================================================================
 def _pyproject() -> dict:
-    import tomllib
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+    text = (ROOT / "pyproject.toml").read_text()
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the two tables this checker reads, by their `key =` lines
+        tables: dict[str, dict] = {}
+        section = None
+        for line in text.splitlines():
+            head = re.match(r"^\[([\w.-]+)\]\s*$", line)
+            if head:
+                section = head.group(1)
+            elif section in ("project.scripts", "project.optional-dependencies"):
+                kv = re.match(r'^([\w-]+)\s*=\s*"?([^"]*)"?', line)
+                if kv:
+                    tables.setdefault(section, {})[kv.group(1)] = kv.group(2)
+        return {"project": {"scripts": tables.get("project.scripts", {}),
+                            "optional-dependencies": tables.get("project.optional-dependencies", {})}}
+    return tomllib.loads(text)
 
 
 def _scripts() -> dict[str, str]:
@@ -220,8 +237,24 @@ def _check_local(kind: str, target: str, args: list[str]) -> str | None:
             return f"script {target} does not exist"
         r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         return f"bash -n {target}: {r.stderr.strip()}" if r.returncode else None
-    if kind == "argparse" and target.endswith(".py") and not (ROOT / target).is_file():
-        return f"script {target} does not exist"
+    if kind == "argparse":
+        source = _entry_source(target)
+        if source is None:
+            return f"{target} does not exist"
+        if "argparse" not in source.read_text():
+            # run to its parser and stopped there; an entry without one would really run
+            return f"{target} has no argparse parser to check the command against; add a rule"
+    return None
+
+
+def _entry_source(target: str) -> Path | None:
+    """The file `python TARGET` or `python -m TARGET` executes."""
+    if target.endswith(".py"):
+        return ROOT / target if (ROOT / target).is_file() else None
+    path = ROOT.joinpath(*target.split("."))
+    for candidate in (path / "__main__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
     return None
 
 
@@ -288,7 +321,7 @@ def _absl_worker(module: str, argvs: list[list[str]]) -> list[str | None]:
         raise _Stop()
 
     app.run = stop
-    before = {id(f) for f in flags.FLAGS._flags().values()}
+    before = {id(flags.FLAGS[n]) for n in flags.FLAGS}
     sys.argv = [module]
     try:
         with redirect_stdout(io.StringIO()):
@@ -296,8 +329,8 @@ def _absl_worker(module: str, argvs: list[list[str]]) -> list[str | None]:
         return [f"{module} ended before absl.app.run"] * len(argvs)
     except _Stop:
         pass
-    template = {id(f): f for f in flags.FLAGS._flags().values() if id(f) not in before}.values()
-    return [_absl_one(module, list(template), argv, flags, config_flags) for argv in argvs]
+    template = list({id(f): f for f in (flags.FLAGS[n] for n in flags.FLAGS) if id(f) not in before}.values())
+    return [_absl_one(module, template, argv, flags, config_flags) for argv in argvs]
 
 
 def _absl_one(module: str, template: list, argv: list[str], flags, config_flags) -> str | None:
