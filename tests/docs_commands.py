@@ -132,6 +132,41 @@ def doc_commands(paths: list[Path] | None = None) -> list[Command]:
     return out
 
 
+def inline_commands(paths: list[Path] | None = None) -> list[Command]:
+    """Commands in prose and tables: `code spans` that start with python, pip or bash (after VAR=value),
+    outside fenced blocks and HTML comments; spans with "..." are sketches and a bare entry name
+    (`python -m boostmis_jax.predict`, `boostmis-jax`) names the tool, neither is a command."""
+    out = []
+    for path in paths or doc_files():
+        name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        out += inline_commands_from_markdown(path.read_text(), name)
+    return out
+
+
+def inline_commands_from_markdown(text: str, name: str = "<doc>") -> list[Command]:
+    blank = lambda m: re.sub(r"[^\n]", " ", m.group(0))  # noqa: E731  keep line numbers
+    text = re.sub(r"<!--.*?-->", blank, text, flags=re.DOTALL)
+    text = re.sub(r"^(\s*)(`{3,}|~{3,}).*?^\s*\2\s*$", blank, text, flags=re.DOTALL | re.MULTILINE)
+    heads = {*PYTHONS, "pip", "bash", *_scripts()}
+    out = []
+    for m in re.finditer(r"(?<!`)`([^`]+)`(?!`)", text):
+        span = " ".join(m.group(1).split())
+        if "..." in span:
+            continue
+        try:
+            tokens = shlex.split(span)
+        except ValueError:
+            continue
+        env = []
+        while tokens and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", tokens[0]):
+            k, v = tokens.pop(0).split("=", 1)
+            env.append((k, v))
+        bare_name = len(tokens) == 1 or (len(tokens) == 3 and tokens[1] == "-m")  # `python -m X`: a name
+        if tokens and tokens[0] in heads and not bare_name:
+            out.append(Command(f"{name}:{text[:m.start()].count(chr(10)) + 1}", tuple(tokens), tuple(env)))
+    return out
+
+
 def commands_from_markdown(text: str, name: str = "<doc>") -> list[Command]:
     return [c for b in fenced_blocks(text, name) if b.lang == "bash" for c in commands_in(b)]
 

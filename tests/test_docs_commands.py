@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from docs_commands import (ROOT, check_commands, classify, commands_from_markdown, doc_commands, doc_files,
-                           fenced_blocks)
+                           fenced_blocks, inline_commands, inline_commands_from_markdown)
 from helpers import TINY, env
 
 DOC_LANGS = {"bash", "text", "python", "json", "csv", "toml"}
@@ -26,7 +26,9 @@ def test_every_documented_command_matches_the_code():
     cmds = doc_commands()
     kinds = {classify(c)[0] for c in cmds}
     assert {"absl", "argparse", "pip"} <= kinds  # the extraction found the docs' commands
-    errors = check_commands(cmds)
+    inline = inline_commands()
+    assert inline  # and the ones in prose and tables
+    errors = check_commands(cmds + inline)
     assert not errors, "documented commands that no longer match the code:\n" + "\n".join(errors)
 
 
@@ -79,6 +81,17 @@ def test_a_drifted_command_is_caught():
     fixed = fixed.replace("--batch 5", "--batch-size 5").replace("modell", "model")
     fixed = fixed.replace("nonexistent", "test").replace("frobnicate --x", "python -m pytest tests")
     assert check_commands(commands_from_markdown(fixed, "fixed.md")) == []
+
+
+def test_a_drifted_command_in_prose_is_caught():
+    text = ("Run `python -m boostmis_jax.predict --workdir runs/demo --inputs x` or\n"
+            "`python -m boostmis_jax.main --config configs/demo.py --workdir w\n--config.al.cycels=2`; "
+            "see `python -m boostmis_jax.predict` and `... --config.al.oracle=files`.\n"
+            "```bash\npython -m boostmis_jax.main --config configs/demo.py --workdir w\n```\n")
+    cmds = inline_commands_from_markdown(text, "prose.md")
+    assert [c.where for c in cmds] == ["prose.md:1", "prose.md:2"]  # names, sketches and blocks skipped
+    errors = check_commands(cmds)
+    assert len(errors) == 2 and "--input" in errors[0] and "cycels" in errors[1], errors
 
 
 def test_code_blocks_are_tagged():
