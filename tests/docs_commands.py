@@ -23,6 +23,7 @@ when their parser returns, the absl entries never reach `absl.app.run`'s main.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
 import io
@@ -306,10 +307,13 @@ def check_commands(cmds: list[Command], python: str = sys.executable) -> list[st
             remote.setdefault(("absl", target), []).append((cmd, [target, *args]))
         elif kind == "argparse":
             remote.setdefault(("argparse", ""), []).append((cmd, [target, *args]))
-    for (kind, target), items in remote.items():
-        results = _run_worker(python, kind, target, [argv for _, argv in items])
-        errors += [f"{cmd.where}: `{cmd}`: {res}"
-                   for (cmd, _), res in zip(items, results, strict=True) if res]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(remote))) as pool:  # processes overlap
+        futures = {key: pool.submit(_run_worker, python, *key, [argv for _, argv in items])
+                   for key, items in remote.items()}
+        for key, items in remote.items():
+            results = futures[key].result()
+            errors += [f"{cmd.where}: `{cmd}`: {res}"
+                       for (cmd, _), res in zip(items, results, strict=True) if res]
     return errors
 
 
