@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from boostmis_jax.defaults import section_defaults
+# The data keys' defaults and their config check live in defaults.py (the one home of config checks, so
+# the import goes one way); re-exported here for the loaders.
+from boostmis_jax.defaults import (  # noqa: F401
+    GROUP_BY, LABEL_BALANCES, cfg_get, check_data_options, section_defaults)
 from boostmis_jax.errors import UserError
 
 STD_FLOOR = 1e-6
@@ -23,13 +26,6 @@ STD_FLOOR = 1e-6
 def one_line(text: object) -> str:
     """Collapse an exception message to a single line (main prints exactly one line)."""
     return " ".join(str(text).split())
-
-
-def cfg_get(cfg: Any, key: str) -> Any:
-    """A `data` key from a ConfigDict or a plain dict (tests and benchmarks pass partial ones); a missing key
-    or `None` reads defaults.py's value, so no loader repeats a default."""
-    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return section_defaults("data")[key] if value is None else value
 
 
 def require_path(cfg: Any, hint: str) -> Path:
@@ -64,36 +60,6 @@ def require_dir(path: Path, hint: str) -> Path:
     if not path.is_dir():
         raise UserError(f"{show_path(path)}: is a file, expected a folder; pass --config.data.path=<{hint}>")
     return path
-
-
-GROUP_BY = ("", "patient")
-LABEL_BALANCES = ("stratified", "balanced")
-
-
-def check_data_options(cfg: Any) -> None:
-    """The data keys that are not about files: balance, grouping, DICOM window and frame."""
-    balance = str(cfg_get(cfg, "label_balance"))
-    if balance not in LABEL_BALANCES:
-        raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
-                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
-    group_by = str(cfg_get(cfg, "group_by") or "")
-    if group_by not in GROUP_BY:
-        raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
-                        "pass --config.data.group_by=patient (or '' for no grouping)")
-    for key in ("window_center", "window_width", "dicom_frame"):
-        value = cfg_get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
-    width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
-    if width < 0:
-        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
-    if width == 0 and center != 0:
-        raise UserError(f"data.window_center={center} needs data.window_width; pass "
-                        "--config.data.window_width=<width> too (0 for both = the file's own window)")
-    frame = cfg_get(cfg, "dicom_frame")
-    if float(frame) != int(frame) or int(frame) < -1:
-        raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
-                        "frame index >= 0")
 
 
 def warn(msg: str) -> None:
