@@ -15,11 +15,13 @@ framework would add (routing, sessions, templating) is not needed; what safety n
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
 import secrets
 import shlex
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, describe
 from boostmis_jax.oracle import (
     CyclePaths,
     LabelSpace,
@@ -310,8 +312,27 @@ def make_server(workdir: str | Path, *, cycle: int | None = None, host: str = "1
                 token: str | None = None, then_train: bool = False) -> AnnotateServer:
     """Bind (port 0 = any free port) and return the server; call serve_forever() to run it."""
     annotator = Annotator(workdir, cycle)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: not a TCP port; pass a port in 1..65535 (0 picks a free one)")
     try:
-        return AnnotateServer((host, int(port)), annotator, token or secrets.token_urlsafe(24), then_train)
+        return AnnotateServer((host, port), annotator, token or secrets.token_urlsafe(24), then_train)
     except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port "
-                        "(0 picks a free one)") from None
+        raise UserError(bind_error(host, port, e)) from None
+    except (OverflowError, ValueError, UnicodeError) as e:  # a host no resolver accepts
+        raise UserError(f"--host {host!r}: not a host name or address ({describe(e)}); pass --host 127.0.0.1 "
+                        "(this machine) or 0.0.0.0 (every interface)") from None
+
+
+def bind_error(host: str, port: int, e: OSError) -> str:
+    """The cause and the fix of a failed bind: a busy port, a privileged port, or a bad host."""
+    if isinstance(e, socket.gaierror):
+        return (f"--host {host!r}: not a known host name ({e.strerror or e}); pass --host 127.0.0.1 (this "
+                "machine) or 0.0.0.0 (every interface)")
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (another annotate?); pass another --port (0 picks a free one)"
+    if e.errno == errno.EACCES:
+        return f"port {port}: binding it needs privileges; pass a --port above 1023 (0 picks a free one)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return (f"--host {host!r}: not an address of this machine; pass --host 127.0.0.1 (this machine) or "
+                "0.0.0.0 (every interface)")
+    return f"cannot listen on {host}:{port} ({e.strerror or e}); check --host and --port (0 picks a free one)"

@@ -5,9 +5,7 @@ the fix, so a bad data file fails before any compilation instead of deep inside 
 """
 from __future__ import annotations
 
-import pickle
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import numpy as np
 # the import goes one way); re-exported here for the loaders.
 from boostmis_jax.defaults import (  # noqa: F401
     GROUP_BY, LABEL_BALANCES, cfg_get, check_data_options, section_defaults)
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, boundary
 
 STD_FLOOR = 1e-6
 
@@ -67,39 +65,49 @@ def warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError)
+NPZ_FIX = "re-export it with numpy.savez (or fetch the file again)"
 
 
-def _describe(e: BaseException) -> str:
-    """numpy calls unknown bytes 'pickled data ... allow_pickle': never suggest unpickling a data file."""
-    if "pickle" in str(e):
-        return "unrecognized content: not a numpy file, or it holds pickled objects"
-    return f"{type(e).__name__}: {one_line(e)}"
+class NpzArrays(Mapping):
+    """An .npz archive's members, read on first use (then kept): a source reads only the arrays it names,
+    so an unused 3 GB member costs nothing, and a damaged member fails naming the file and the member."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with boundary(path, NPZ_FIX, "not a readable .npz archive"):
+            archive = np.load(path, allow_pickle=False)
+            if isinstance(archive, np.ndarray):
+                raise UserError(f"{path}: is a single .npy array, expected an .npz archive of named arrays; "
+                                "save them with numpy.savez")
+            with archive:
+                self._names = list(archive.files)
+        self._read: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._read:
+            if key not in self._names:
+                raise KeyError(key)
+            with boundary(f"{self.path} [{key}]", NPZ_FIX, "not a readable array"), \
+                    np.load(self.path, allow_pickle=False) as archive:
+                self._read[key] = np.asarray(archive[key])
+        return self._read[key]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array eagerly, so a corrupt member fails here (with the file name), not on first use."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if isinstance(archive, np.ndarray):
-            raise UserError(f"{path}: is a single .npy array, expected an .npz archive of named arrays; "
-                            "save them with numpy.savez")
-        with archive:
-            return {key: np.asarray(archive[key]) for key in archive.files}
-    except _READ_ERRORS as e:
-        raise UserError(
-            f"{path}: not a readable .npz archive ({_describe(e)}); "
-            "re-download it or re-export it with numpy.savez") from None
+def load_npz(path: Path) -> NpzArrays:
+    """The archive's member names now, each array when first used (see NpzArrays)."""
+    return NpzArrays(path)
 
 
 def load_npy(path: Path) -> np.ndarray:
     """Read one .npy file without pickle (object arrays are rejected, since they can run code)."""
-    try:
+    with boundary(path, "re-export it with numpy.save", "not a readable .npy file"):
         array = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
-        raise UserError(
-            f"{path}: not a readable .npy file ({_describe(e)}); "
-            "re-export it with numpy.save") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise UserError(f"{path}: is an .npz archive, expected a single .npy array; "
