@@ -159,6 +159,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         need(number(key) >= 1 and float(number(key)).is_integer(), key, "must be an integer >= 1")
     for key in ("al.cycles", "al.steps_per_cycle"):
         need(number(key) >= 0 and float(number(key)).is_integer(), key, "must be an integer >= 0")
+    need(0 <= number("seed") < 2 ** 32 and float(number("seed")).is_integer(), "seed",
+         "must be an integer in 0..2**32-1")
+    for key in ("model.widths", "model.hidden"):
+        sizes = cfg.model[key.split(".")[1]]
+        sizes = (sizes,) if isinstance(sizes, int) else sizes
+        need(isinstance(sizes, (tuple, list)) and len(sizes) > 0 and all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in sizes), key,
+            "must be a non-empty list of layer widths, each an integer in 1..65536")
     need(number("train.lr") > 0, "train.lr", "must be > 0")
     need(number("train.weight_decay") >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= number("train.momentum") < 1, "train.momentum", "must be in [0, 1)")

@@ -85,6 +85,19 @@ def _workdir_fault(e: OSError, workdir: str) -> str | None:
             f"command to resume from the latest checkpoint")
 
 
+def _out_of_memory(e: BaseException, cfg: ConfigDict) -> str | None:
+    """One line for running out of device (XLA RESOURCE_EXHAUSTED) or host memory, naming the sizes that
+    set it; None for anything else."""
+    if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)):
+        return None
+    where = "host" if isinstance(e, MemoryError) else "device"
+    t = cfg.train
+    return (f"out of {where} memory with train.batch_size={t.batch_size} (x{1 + int(cfg.ssl.uratio)} rows per "
+            f"step with ssl.uratio={cfg.ssl.uratio}), train.eval_batch_size={t.eval_batch_size}, "
+            f"al.chunk={cfg.al.chunk}; lower them (e.g. --config.train.batch_size={max(1, t.batch_size // 4)}) or "
+            f"use a smaller model or data.image_size; re-run the same command to resume")
+
+
 def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
@@ -120,6 +133,11 @@ def main(argv: list[str]) -> None:
         sys.exit(128 + e.signum)
     except OSError as e:
         line = _workdir_fault(e, _WORKDIR.value)
+        if line is None:
+            raise
+        _die(line)
+    except Exception as e:  # noqa: BLE001  only out-of-memory is a user's matter; the rest re-raises
+        line = _out_of_memory(e, cfg)
         if line is None:
             raise
         _die(line)

@@ -218,12 +218,26 @@ def check_labels(y: np.ndarray, num_rows: int, where: str, num_classes: int = 0,
     return y.astype(np.int32)
 
 
+MAX_CLASSES = 10_000  # a (K, K) confusion matrix and K-wide heads: beyond this a label is a typo, not a class
+
+
 def check_num_classes(cfg: Any) -> int:
     """`data.num_classes`: 0 means infer from the labels."""
     value = int(cfg_get(cfg, "num_classes") or 0)
     if value < 0 or value == 1:
         raise UserError(f"data.num_classes: {value} is invalid; pass 0 (infer) or a value >= 2")
+    if value > MAX_CLASSES:
+        raise UserError(f"data.num_classes: {value:,} classes is more than this tool supports ({MAX_CLASSES:,}); "
+                        "pass the real number of classes (0 infers it from the labels)")
     return value
+
+
+def check_inferred_classes(y: np.ndarray, where: str) -> None:
+    """num_classes = max label + 1: one stray huge label (an id, a typo) must not allocate a (K, K) matrix."""
+    if len(y) and int(y.max()) + 1 > MAX_CLASSES:
+        row = int(np.argmax(y))
+        raise UserError(f"{where}: label {int(y[row]):,} at row {row} would make {int(y[row]) + 1:,} classes "
+                        f"(at most {MAX_CLASSES:,}); labels are class indices 0..K-1: relabel them")
 
 
 def check_fraction(cfg: Any, key: str) -> float:
@@ -282,7 +296,28 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     count = x.size // c
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-    return mean.astype(np.float32), std.astype(np.float32)
+    # A constant channel (an unused colour, a blank band) normalises to 0, not to 0/0 = NaN.
+    return mean.astype(np.float32), np.maximum(std, STD_FLOOR).astype(np.float32)
+
+
+def check_not_constant(x: np.ndarray, where: str) -> None:
+    """Nothing to learn: images whose every pixel is equal (blank or all-black exports, a DICOM window that
+    clips everything) or feature rows that are all identical. It would surface much later as a NaN loss or
+    chance accuracy blamed on the learning rate."""
+    if len(x) == 0:
+        return
+    first = x[:1]
+    if x.ndim == 4:
+        if any(x[i:i + 256].min() != first.flat[0] or x[i:i + 256].max() != first.flat[0]
+               for i in range(0, len(x), 256)):
+            return  # chunked min/max: real data differs in its first chunk
+        what = f"every training image is constant (all pixels = {first.flat[0]})"
+    else:
+        if len(x) < 2 or any(not (x[i:i + 256] == first).all() for i in range(0, len(x), 256)):
+            return
+        what = f"all {len(x)} training rows are identical"
+    raise UserError(f"{where}: {what}, so there is nothing to learn; check the files (blank exports? a DICOM "
+                    "window that clips everything?)")
 
 
 def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: list[str], where: str,
