@@ -28,6 +28,7 @@ import numpy as np
 
 from boostmis_jax.data.dicom import DicomOptions
 from boostmis_jax.errors import UserError, boundary, cap
+from boostmis_jax.fsutil import publish_tree
 
 FORMAT = "boostmis_jax.model"
 FORMAT_VERSION = 1
@@ -153,6 +154,7 @@ def save_model(model_dir: str | os.PathLike, *, variables: dict, model_config: d
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        publish_tree(tmp)  # mkdtemp made it 0700: the finished model follows the umask like any output
         if final.exists():
             old = parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
             os.rename(final, old)

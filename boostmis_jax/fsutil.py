@@ -1,7 +1,8 @@
 """Atomic file writes, the one home for them: tmp file in the same folder, fsync, then os.replace.
 
 A killed run (or a full disk) therefore never leaves a torn summary, split, CSV or model file behind: readers
-see the old file or the new one.
+see the old file or the new one. mkstemp/mkdtemp create 0600/0700 (private until complete); the finished
+output gets the mode any tool's output gets, 0666/0777 less the umask, so a colleague can read it.
 """
 from __future__ import annotations
 
@@ -9,6 +10,32 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, racing other threads' file creation)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # no /proc (macOS): the classic read, set back at once
+    os.umask(old)
+    return old
+
+
+def publish_tree(root: str | os.PathLike) -> None:
+    """Give a folder built privately (mkdtemp, 0700) and everything in it the umask's modes: dirs
+    0777 & ~umask, files 0666 & ~umask (an executable bit a library set is kept, the umask applied)."""
+    mask = umask()
+    for folder, dirs, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            p = os.path.join(folder, name)
+            mode = os.stat(p).st_mode
+            os.chmod(p, (0o777 if mode & 0o111 else 0o666) & ~mask)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> None:
@@ -19,6 +46,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
