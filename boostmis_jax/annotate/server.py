@@ -38,6 +38,7 @@ from boostmis_jax.oracle import (
     cycle_paths,
     latest_cycle,
     read_answers,
+    read_consumed,
     read_manifest,
     read_rows,
     validate_rows,
@@ -89,6 +90,9 @@ class Annotator:
         self.paths: CyclePaths = cycle_paths(self.cycle, self.workdir)
         if not self.paths.csv.exists():
             raise UserError(f"{self.paths.csv}: no such file; pick a --cycle that has queries or run main first")
+        if read_consumed(self.paths) is not None:
+            raise UserError(f"{self.paths.csv}: the run already read these answers and trained with them, so "
+                            "edits would not be used; annotate the pending cycle (leave out --cycle), if any")
         self.manifest = read_manifest(self.cycle, self.workdir)
         self.labels = LabelSpace(len(self.manifest.class_names), self.manifest.class_names)
         self.queries = self.manifest.queries
@@ -144,7 +148,8 @@ class Annotator:
                 raise ApiError(HTTPStatus.CONFLICT,
                                f"{self.queries[pos].id} was changed elsewhere (another tab or the CSV); "
                                "showing the newer answer", row=self._row(pos, current))
-            cell = "" if label is None else str(label).strip()
+            cell = ("" if label is None else self.labels.cell(label) if isinstance(label, int)
+                    and 0 <= label < self.labels.num_classes else str(label).strip())
             edited = [r._replace(label=cell) if _is_index(r.index, index) else r for r in rows]
             try:
                 new = validate_rows(self.paths.csv, edited, self.queries, self.labels, partial=True)

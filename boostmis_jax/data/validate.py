@@ -60,6 +60,27 @@ def require_dir(path: Path, hint: str) -> Path:
     return path
 
 
+def check_folder_layout(root: Path, names: list[str], splits: tuple[str, ...]) -> None:
+    """A folder is either split folders (train/ val/ test/) or class folders. Split names beside other
+    folders (train/ test/ holdout/, train/ unlabeled/) would silently make 'train', 'test' and 'holdout'
+    three classes: refuse, naming both readings."""
+    split_like = sorted(n for n in names if n in splits)
+    other = sorted(n for n in names if n not in splits)
+    if split_like and other:
+        raise UserError(f"{root}: holds split folders ({', '.join(split_like)}) beside other folders "
+                        f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); keep only "
+                        f"{'/, '.join(splits)}/ there (move the others out), or, if these are all classes, "
+                        "rename the class folders named like splits")
+
+
+def warn_split_classes(y: np.ndarray, where: str) -> None:
+    """An explicit split labelling one class only: supervised training sees one class; say so."""
+    present = np.unique(np.asarray(y))
+    if len(y) and len(present) < 2:
+        warn(f"{where}: the labeled rows are all class {int(present[0])}; the first stage learns one class "
+             "only (add rows of the other classes to the split file)")
+
+
 def warn(msg: str) -> None:
     """A one-line warning on stderr: something to know that does not stop the run."""
     print(f"warning: {msg}", file=sys.stderr)
