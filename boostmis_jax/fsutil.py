@@ -6,9 +6,11 @@ output gets the mode any tool's output gets, 0666/0777 less the umask, so a coll
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -63,3 +65,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             os.fsync(f.fileno())
 
     atomic_write(path, _write)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive `fcntl.flock` on `path` (created if missing) for the block: one writer at a time across
+    processes (a thread lock covers one process only). The kernel drops it if the holder dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from boostmis_jax.errors import UserError, describe
+from boostmis_jax.fsutil import file_lock
 from boostmis_jax.oracle import (
     CyclePaths,
     LabelSpace,
@@ -46,6 +47,7 @@ from boostmis_jax.oracle import (
 )
 
 MAX_BODY = 4096
+LOCK_NAME = ".annotate.lock"  # in queries/: held while one answer is read, checked and written
 _IMG_ROUTE = re.compile(r"^/img/(\d{1,6})\.png$")
 
 
@@ -141,7 +143,9 @@ class Annotator:
             raise ApiError(HTTPStatus.NOT_FOUND,
                            f"index {index} is not among cycle {self.cycle}'s queries; reload the page")
         pos = next(p for p, q in enumerate(self.queries) if int(q.index) == index)
-        with self._lock:
+        # The thread lock orders this process's requests; the file lock orders every process's (two
+        # pages on one workdir, a second browser's server): read-check-write is one step for all of them.
+        with self._lock, file_lock(self.paths.csv.parent / LOCK_NAME):
             rows = read_rows(self.paths.csv)
             current = validate_rows(self.paths.csv, rows, self.queries, self.labels, partial=True)
             if version != row_version(self.cycle, index, current.get(index)):
