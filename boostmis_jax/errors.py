@@ -65,3 +65,58 @@ def boundary(where: object, fix: str, problem: str = "unreadable") -> Iterator[N
         raise
     except LIBRARY_ERRORS as e:
         raise UserError(f"{where}: {problem} ({describe(e)}); {fix}") from None
+
+
+# ======================================================================================================
+# Library noise around the one line
+# ======================================================================================================
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """Mute the named libraries' loggers (and their children) inside a block whose failures we report as
+    one line ourselves: pydicom logs each failed decoder with its traceback before raising, so the same
+    failure would otherwise print twice, the traceback first."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+_LOOP_CLOSED = "Event loop is closed"
+
+
+def _is_shutdown_noise(exc: BaseException | None) -> bool:
+    """What orbax/tensorstore's background event loops raise once a failed save or restore closed them:
+    the failure itself reaches the user as one line; these echoes of it are not news."""
+    return isinstance(exc, RuntimeError) and _LOOP_CLOSED in str(exc)
+
+
+def quiet_library_noise() -> None:
+    """For a CLI process: drop the echoes of a failure that background threads print after our one line
+    was decided (asyncio's 'Exception in callback', a thread's or a finalizer's 'Event loop is closed'),
+    so the error line is the last and only thing on stderr. Everything else still prints."""
+    import logging
+    import sys
+    import threading
+
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL + 1)  # we run no asyncio code of our own
+    if getattr(threading.excepthook, "_boostmis_quiet", False):
+        return
+    thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+    def on_thread(args):  # type: ignore[no-untyped-def]
+        if not _is_shutdown_noise(args.exc_value):
+            thread_hook(args)
+
+    def on_unraisable(args):  # type: ignore[no-untyped-def]
+        if not _is_shutdown_noise(args.exc_value):
+            unraisable_hook(args)
+
+    on_thread._boostmis_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook, sys.unraisablehook = on_thread, on_unraisable

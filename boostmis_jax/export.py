@@ -11,7 +11,6 @@ the checkpoints are gone or on another one: a few hundred KB to a few hundred MB
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from boostmis_jax.data.dicom import DicomOptions
-from boostmis_jax.errors import UserError, boundary, cap
+from boostmis_jax.errors import UserError, boundary, cap, quiet_logs
 from boostmis_jax.fsutil import publish_tree
 
 FORMAT = "boostmis_jax.model"
@@ -276,7 +275,7 @@ def load_model(model_dir: str | os.PathLike) -> PortableModel:
                         "again")
     import orbax.checkpoint as ocp
     with boundary(path / ARRAYS, "copy the whole model/ folder, or export it again", "weights unreadable"), \
-            contextlib.nullcontext():
+            quiet_logs("absl", "asyncio"):
         variables = _checkpointer().restore(arrays, args=ocp.args.StandardRestore(target))
     variables = jax.tree.map(np.asarray, dict(variables))
     got = jax.tree.map(np.shape, variables)

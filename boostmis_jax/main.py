@@ -146,8 +146,10 @@ def main(argv: list[str]) -> None:
 
 
 def entry() -> None:
+    from boostmis_jax.errors import quiet_library_noise
     from boostmis_jax.xla_env import prepare_process
     prepare_process()
+    quiet_library_noise()
     app.run(main, flags_parser=_parse)
 
 

@@ -274,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    from boostmis_jax.errors import quiet_library_noise
     from boostmis_jax.xla_env import prepare_process
     prepare_process()
+    quiet_library_noise()
     sys.exit(main())
 
 
