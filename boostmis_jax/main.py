@@ -16,20 +16,28 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from boostmis_jax.config_file import check_against_defaults, config_file_error, config_path, one_line
+from boostmis_jax.config_file import (
+    check_against_defaults,
+    config_file_error,
+    config_path,
+    missing_get_config,
+    one_line,
+)
+from boostmis_jax.errors import cap
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints, summary); "
                                                 "re-use it to resume.")
 
 EXIT_USER_ERROR = 2
+MAX_LINE = 2000  # the one line stays a line: a message quoting a huge value is cut (errors.cap)
 
 
 def _die(msg: str) -> None:
     """The error line, last on stderr: progress bars are closed (and stdout flushed) before it."""
     _close_bars()
     sys.stdout.flush()
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {cap(msg, MAX_LINE)}", file=sys.stderr)
     sys.stderr.flush()
     sys.exit(EXIT_USER_ERROR)
 
@@ -47,6 +55,9 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except Exception as e:
+        missing = missing_get_config(e, config_path(argv))
+        if missing:
+            _die(missing)
         where = config_file_error(e, config_path(argv))
         if where:
             _die(f"{where}; fix that line (the keys and their types are in boostmis_jax/defaults.py)")

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from boostmis_jax.errors import UserError
-from boostmis_jax.fsutil import atomic_write, atomic_write_text
+from boostmis_jax.fsutil import atomic_write, atomic_write_text, kind_of
 
 __all__ = [
     "CSV_COLUMNS",
@@ -241,6 +241,9 @@ class CsvRow(NamedTuple):
 def read_rows(csv_path: str | os.PathLike) -> list[CsvRow]:
     """Parse a query CSV as a spreadsheet may save it (BOM, ';' delimiter, blank trailing rows)."""
     csv_path = Path(csv_path)
+    if csv_path.exists() and not csv_path.is_file():
+        raise UserError(f"{csv_path}: {kind_of(csv_path)} where the query CSV belongs; move it away and re-run "
+                        "the main command (it writes the CSV again)")
     try:
         text = csv_path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often add a BOM
     except UnicodeDecodeError:
@@ -248,7 +251,8 @@ def read_rows(csv_path: str | os.PathLike) -> list[CsvRow]:
     except FileNotFoundError:
         raise UserError(f"{csv_path}: no such file; run the main command with al.oracle=files first") from None
     first = text.split("\n", 1)[0]
-    delimiter = ";" if ";" in first and "," not in first else ","  # some locales save with ';'
+    # Spreadsheets save with ',' or, in some locales, ';'; "Text (tab-delimited)" with tabs.
+    delimiter = next((d for d in (",", ";", "\t") if d in first), ",")
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [h.strip().lower() for h in next(reader, [])]
     missing_cols = [c for c in ("index", "id", "label") if c not in header]
@@ -489,6 +493,10 @@ class FilesOracle:
     def answer(self, cycle: int, queries: list[Query], workdir: str | os.PathLike) -> dict[int, int] | None:
         """Write the query files (returns None) or read back the filled CSV (returns {index: label})."""
         paths = cycle_paths(cycle, workdir)
+        for p in (paths.csv, paths.manifest, paths.sheet):
+            if p.exists() and not p.is_file():
+                raise UserError(f"{p}: {kind_of(p)} where this cycle's query file belongs; move it away and "
+                                "re-run")
         report_edited(workdir, cycle, self.labels)
         if not paths.csv.exists():
             self._write(cycle, queries, paths)

@@ -197,6 +197,9 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
     V.check_train_classes(train.y, train.where)
     names = list(class_names) if class_names is not None else []
     names += [str(i) for i in range(len(names), num_classes)]
+    if not explicit_k:
+        for split in (val, test):
+            V.check_classes_in_train(split.y, train.y, split.where, train.where)
     V.check_class_coverage(train.y, num_classes, names, train.where, explicit=explicit_k)
 
     V.check_not_constant(train.x, train.x_where or train.where)

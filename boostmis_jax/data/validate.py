@@ -16,7 +16,8 @@ import numpy as np
 # the import goes one way); re-exported here for the loaders.
 from boostmis_jax.defaults import (  # noqa: F401
     GROUP_BY, LABEL_BALANCES, cfg_get, check_data_options, section_defaults)
-from boostmis_jax.errors import UserError, boundary
+from boostmis_jax.errors import UserError, boundary, cap_list
+from boostmis_jax.fsutil import kind_of
 
 STD_FLOOR = 1e-6
 
@@ -47,7 +48,7 @@ def require_file(path: Path, hint: str) -> Path:
     if not path.exists():
         raise UserError(f"{show_path(path)}: file not found; pass --config.data.path=<{hint}>")
     if not path.is_file():
-        raise UserError(f"{show_path(path)}: is a folder, expected a file; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a file; pass --config.data.path=<{hint}>")
     return path
 
 
@@ -56,7 +57,8 @@ def require_dir(path: Path, hint: str) -> Path:
     if not path.exists():
         raise UserError(f"{show_path(path)}: folder not found; pass --config.data.path=<{hint}>")
     if not path.is_dir():
-        raise UserError(f"{show_path(path)}: is a file, expected a folder; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a folder; pass "
+                        f"--config.data.path=<{hint}>")
     return path
 
 
@@ -341,6 +343,16 @@ def check_not_constant(x: np.ndarray, where: str) -> None:
                     "window that clips everything?)")
 
 
+def check_classes_in_train(y: np.ndarray, train_y: np.ndarray, where: str, train_where: str) -> None:
+    """A val/test label that train never has: name the split and row that hold it, not train."""
+    missing = np.setdiff1d(np.unique(y), np.unique(train_y))
+    if len(missing):
+        row = int(np.argmax(np.isin(y, missing)))
+        more = f" (and {len(missing) - 1} more such class(es))" if len(missing) > 1 else ""
+        raise UserError(f"{where}: class {int(y[row])} (row {row}) has no sample in {train_where}{more}; add "
+                        "training samples of it, or drop those rows")
+
+
 def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: list[str], where: str,
                          explicit: bool) -> None:
     """Every class needs a training sample: an empty class (1-based labels, a missing grade) otherwise
@@ -350,7 +362,7 @@ def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: lis
     empty = [c for c in range(num_classes) if counts[c] == 0]
     if not empty:
         return
-    named = ", ".join(f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c) for c in empty)
+    named = cap_list((f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c) for c in empty), 10)
     named = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
     if explicit:
         warn(f"{where}: {named} no training sample (data.num_classes={num_classes}); they cannot be learned "
