@@ -47,6 +47,7 @@ class Checkpointer:
         self._need = 0                       # bytes one checkpoint takes, for the full-disk line
         self._error: UserError | None = None
         try:
+            _refuse_lost_checkpoints(self.dir)
             self.manager = ocp.CheckpointManager(
                 self.dir,
                 options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
@@ -176,6 +177,22 @@ class Checkpointer:
             finally:
                 if self.lock is not None:
                     self.lock.release()
+
+
+# What a run leaves beside its checkpoints once it trained (the folder is made before any of these).
+RUN_OUTPUTS = ("summary.json", "model", "metrics.jsonl", "test_predictions.csv")
+
+
+def _refuse_lost_checkpoints(ckpt_dir: Path) -> None:
+    """checkpoints/ gone while the run's outputs are there (deleted to save space, a partial copy): starting
+    again from step 0 would overwrite them with a different run. Refuse; say how to start anew on purpose."""
+    if ckpt_dir.exists():
+        return
+    found = [n for n in RUN_OUTPUTS if (ckpt_dir.parent / n).exists()]
+    if found:
+        raise UserError(f"{ckpt_dir}: missing, but {ckpt_dir.parent} holds a run's outputs ({', '.join(found)}); "
+                        "restore the checkpoints folder to resume, or use a new --workdir (or delete those "
+                        "outputs) to train from scratch")
 
 
 def _nbytes(state) -> int:

@@ -58,6 +58,15 @@ def config_file_error(e: BaseException, path: str | None) -> str | None:
     return f"--config file {path} line {line}" + (f" (`{src}`)" if src else "") + f": {msg}"
 
 
+def missing_get_config(e: BaseException, path: str | None) -> str | None:
+    """config_flags imports the file under a made-up module name ('config_config') and asks it for
+    get_config: name the user's file and the function it lacks instead."""
+    if isinstance(e, AttributeError) and "get_config" in str(e) and path:
+        return (f"--config file {path} defines no get_config(); add `def get_config():` returning the config, "
+                "as configs/demo.py does")
+    return None
+
+
 # ======================================================================================================
 # The config file against the defaults: every key it sets must be one the defaults know, with their type
 # ======================================================================================================

@@ -7,7 +7,9 @@ of their own.
 from __future__ import annotations
 
 import functools
+import math
 from types import MappingProxyType
+from typing import Any
 
 import ml_collections
 
@@ -19,6 +21,13 @@ def section_defaults(name: str) -> MappingProxyType:
     """One section's default values, read-only: what a part given a partial section (tests, benchmarks
     pass plain dicts) falls back to, so no part keeps a second copy of a default."""
     return MappingProxyType(get_config()[name].to_dict())
+
+
+def cfg_get(cfg: Any, key: str) -> Any:
+    """A `data` key from a ConfigDict or a plain dict (tests and benchmarks pass partial ones); a missing key
+    or `None` reads defaults.py's value, so no loader repeats a default."""
+    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+    return section_defaults("data")[key] if value is None else value
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -127,7 +136,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check every value a run depends on; raise UserError naming the key, the value and the fix."""
     from boostmis_jax.acquisition import CANDIDATES, DENSITIES, parse_selectors
-    from boostmis_jax.data.validate import check_data_options
     from boostmis_jax.oracle import ORACLES
     from boostmis_jax.thresholds import get_threshold
 
@@ -151,6 +159,14 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         need(number(key) >= 1 and float(number(key)).is_integer(), key, "must be an integer >= 1")
     for key in ("al.cycles", "al.steps_per_cycle"):
         need(number(key) >= 0 and float(number(key)).is_integer(), key, "must be an integer >= 0")
+    need(0 <= number("seed") < 2 ** 32 and float(number("seed")).is_integer(), "seed",
+         "must be an integer in 0..2**32-1")
+    for key in ("model.widths", "model.hidden"):
+        sizes = cfg.model[key.split(".")[1]]
+        sizes = (sizes,) if isinstance(sizes, int) else sizes
+        need(isinstance(sizes, (tuple, list)) and len(sizes) > 0 and all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in sizes), key,
+            "must be a non-empty list of layer widths, each an integer in 1..65536")
     need(number("train.lr") > 0, "train.lr", "must be > 0")
     need(number("train.weight_decay") >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= number("train.momentum") < 1, "train.momentum", "must be in [0, 1)")
@@ -176,3 +192,33 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(number("al.vat_xi") > 0, "al.vat_xi", "must be > 0")
     need(cfg.al.vat_eps is None or number("al.vat_eps") > 0, "al.vat_eps", "must be > 0 (or unset)")
     check_data_options(cfg.data)
+
+
+GROUP_BY = ("", "patient")
+LABEL_BALANCES = ("stratified", "balanced")
+
+
+def check_data_options(cfg: Any) -> None:
+    """The data keys that are not about files: balance, grouping, DICOM window and frame."""
+    balance = str(cfg_get(cfg, "label_balance"))
+    if balance not in LABEL_BALANCES:
+        raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
+                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
+    group_by = str(cfg_get(cfg, "group_by") or "")
+    if group_by not in GROUP_BY:
+        raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
+                        "pass --config.data.group_by=patient (or '' for no grouping)")
+    for key in ("window_center", "window_width", "dicom_frame"):
+        value = cfg_get(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
+    width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
+    if width < 0:
+        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
+    if width == 0 and center != 0:
+        raise UserError(f"data.window_center={center} needs data.window_width; pass "
+                        "--config.data.window_width=<width> too (0 for both = the file's own window)")
+    frame = cfg_get(cfg, "dicom_frame")
+    if float(frame) != int(frame) or int(frame) < -1:
+        raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
+                        "frame index >= 0")

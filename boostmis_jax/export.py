@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -25,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from boostmis_jax.data.dicom import DicomOptions
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, boundary, cap, quiet_logs
+from boostmis_jax.fsutil import publish_tree
 
 FORMAT = "boostmis_jax.model"
 FORMAT_VERSION = 1
@@ -106,6 +108,12 @@ def _checkpointer():
         primary_host=me, active_processes={me}))
 
 
+def _orbax_path(path: Path) -> Path:
+    """orbax refuses relative paths ('Checkpoint path should be absolute'): every path handed to it goes
+    through here, so a relative --workdir/--model works from any working directory."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def _clean_stale(parent: Path, name: str) -> None:
     """A killed export leaves `.model.tmp-*` / `.model.old-*`; the workdir lock means none is in use now."""
     for p in parent.glob(f".{name}.*-*"):
@@ -140,11 +148,12 @@ def save_model(model_dir: str | os.PathLike, *, variables: dict, model_config: d
         parent.mkdir(parents=True, exist_ok=True)
         _clean_stale(parent, final.name)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
-        _checkpointer().save(tmp / ARRAYS, args=ocp.args.StandardSave(host))
+        _checkpointer().save(_orbax_path(tmp / ARRAYS), args=ocp.args.StandardSave(host))
         with open(tmp / MODEL_JSON, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        publish_tree(tmp)  # mkdtemp made it 0700: the finished model follows the umask like any output
         if final.exists():
             old = parent / f".{final.name}.old-{os.getpid()}-{time.time_ns()}"
             os.rename(final, old)
@@ -179,6 +188,66 @@ def _model_folder(path: Path) -> Path:
                     "has not finished one yet); wait for the first cycle to end, or pass --model <DIR>/model")
 
 
+def _check_meta(meta: Any, where: Path) -> None:
+    """Every field predict relies on, checked before any of it is used: a hand-edited model.json fails
+    naming the field and the fix, never predicts garbage with exit 0."""
+    def bad(field: str, value: Any, want: str) -> UserError:
+        return UserError(f"{where}: {field}={cap(repr(value))} is invalid ({want}); restore the exported "
+                         "model.json, or export the model again")
+
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{where}: not a boostmis_jax model file; pass the model/ folder of a run")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise bad("format_version", version, "an integer >= 1")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{where}: format version {version} is newer than this boostmis_jax reads "
+                        f"({FORMAT_VERSION}); upgrade boostmis_jax")
+    names = meta.get("class_names")
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(c, str) and c for c in names):
+        raise bad("class_names", names, "a list of at least 2 non-empty names")
+    if len(set(names)) != len(names):
+        raise bad("class_names", names, "names must be distinct")
+    if meta.get("num_classes", len(names)) != len(names):
+        raise bad("num_classes", meta.get("num_classes"), f"must equal the {len(names)} class_names")
+    if not isinstance(meta.get("model"), dict) or not isinstance(meta["model"].get("name"), str):
+        raise bad("model", meta.get("model"), "the model config, an object with a name")
+    from boostmis_jax.models import MODELS
+    if meta["model"]["name"] not in MODELS:
+        raise bad("model.name", meta["model"]["name"], f"one of {sorted(MODELS)}")
+    data = meta.get("data")
+    if not isinstance(data, dict):
+        raise bad("data", data, "the input recipe, an object")
+    kind, shape = data.get("kind"), data.get("input_shape")
+    if kind not in ("image", "features"):
+        raise bad("data.kind", kind, "'image' or 'features'")
+    rank = 3 if kind == "image" else 1
+    if (not isinstance(shape, list) or len(shape) != rank
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 20 for d in shape)):
+        raise bad("data.input_shape", shape, f"{rank} positive integers" + (" (H, W, C)" if rank == 3 else ""))
+    if kind == "image" and shape[-1] not in (1, 3):
+        raise bad("data.input_shape", shape, "images have 1 or 3 channels")
+    size = data.get("image_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise bad("data.image_size", size, "an integer >= 0")
+    width = shape[-1]
+    stats = ("mean", "std") + (("feature_mean", "feature_std") if kind == "features" else ())
+    for key in stats:
+        v = data.get(key)
+        if (not isinstance(v, list) or len(v) not in (1, width)
+                or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in v)):
+            raise bad(f"data.{key}", v, f"a list of {'1' if width == 1 else f'1 or {width}'} finite numbers")
+        if key.endswith("std") and min(v) <= 0:
+            raise bad(f"data.{key}", v, "standard deviations must be > 0")
+    for key in ("window_center", "window_width", "dicom_frame"):
+        v = data.get(key, 0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise bad(f"data.{key}", v, "a number")
+    if data.get("window_width", 0) < 0 or data.get("dicom_frame", -1) < -1:
+        raise bad("data.window_width/dicom_frame", [data.get("window_width"), data.get("dicom_frame")],
+                  "window_width >= 0, dicom_frame >= -1")
+
+
 def load_model(model_dir: str | os.PathLike) -> PortableModel:
     """Read a `model/` folder (or a run's workdir holding one); every problem is one UserError line."""
     import jax
@@ -188,44 +257,40 @@ def load_model(model_dir: str | os.PathLike) -> PortableModel:
     from boostmis_jax.models import build_model
 
     path = _model_folder(Path(model_dir).expanduser())
-    try:
+    with boundary(path / MODEL_JSON, "export the model again", "not readable JSON"):
         meta = json.loads((path / MODEL_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path / MODEL_JSON}: not readable JSON ({e}); export the model again") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise UserError(f"{path / MODEL_JSON}: not a boostmis_jax model file; pass the model/ folder of a run")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise UserError(f"{path / MODEL_JSON}: format version {meta['format_version']} is newer than this "
-                        f"boostmis_jax reads ({FORMAT_VERSION}); upgrade boostmis_jax")
-    try:
-        data, names = meta["data"], [str(c) for c in meta["class_names"]]
-        shape = tuple(int(d) for d in data["input_shape"])
+    _check_meta(meta, path / MODEL_JSON)
+    data, names = meta["data"], list(meta["class_names"])
+    shape = tuple(data["input_shape"])
+    with boundary(path / MODEL_JSON, "restore the exported model.json, or export the model again",
+                  "its model section does not build a network"):
         model = build_model(ml_collections.ConfigDict(meta["model"]), len(names))
-        arr = lambda k: None if data.get(k) is None else np.asarray(data[k], np.float64)
-        kind = str(data["kind"])
-        mean = np.asarray(data["mean"], np.float32)
-        std = np.asarray(data["std"], np.float32)
-        dicom = DicomOptions(float(data.get("window_center", 0.0)), float(data.get("window_width", 0.0)),
-                             int(data.get("dicom_frame", -1)))
-    except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path / MODEL_JSON}: incomplete model description ({type(e).__name__}: {e}); "
-                        "export the model again") from None
-    abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32),
-                                                 train=False))
+        abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape), jnp.float32),
+                                                     train=False))
     target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
-    try:
-        import orbax.checkpoint as ocp
-        variables = _checkpointer().restore(path / ARRAYS, args=ocp.args.StandardRestore(target))
-    except Exception as e:  # noqa: BLE001  orbax raises many types for missing/foreign/mismatched files
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise UserError(f"{path / ARRAYS}: weights missing or not matching model.json ({msg}); copy the whole "
-                        "model/ folder, or export it again") from None
+    arrays = _orbax_path(path / ARRAYS)
+    if not arrays.is_dir():
+        raise UserError(f"{path / ARRAYS}: weights folder missing; copy the whole model/ folder, or export it "
+                        "again")
+    import orbax.checkpoint as ocp
+    with boundary(path / ARRAYS, "copy the whole model/ folder, or export it again", "weights unreadable"), \
+            quiet_logs("absl", "asyncio"):
+        variables = _checkpointer().restore(arrays, args=ocp.args.StandardRestore(target))
     variables = jax.tree.map(np.asarray, dict(variables))
-    return PortableModel(path=path, model=model, variables=variables, kind=kind, input_shape=shape,
-                         image_size=int(data.get("image_size", 0) or 0), mean=mean, std=std,
-                         feature_mean=arr("feature_mean"), feature_std=arr("feature_std"), class_names=names,
-                         dicom=dicom, meta=meta)
+    got = jax.tree.map(np.shape, variables)
+    want = jax.tree.map(np.shape, target)
+    if jax.tree.structure(got) != jax.tree.structure(want) or got != want:
+        raise UserError(f"{path / ARRAYS}: weights do not match the network model.json describes (a model or "
+                        "input_shape field was edited?); restore the exported model.json, or export it again")
+    arr = lambda k: None if data.get(k) is None else np.asarray(data[k], np.float64)
+    return PortableModel(path=path, model=model, variables=variables, kind=data["kind"], input_shape=shape,
+                         image_size=int(data.get("image_size", 0)), mean=np.asarray(data["mean"], np.float32),
+                         std=np.asarray(data["std"], np.float32), feature_mean=arr("feature_mean"),
+                         feature_std=arr("feature_std"), class_names=names,
+                         dicom=DicomOptions(float(data.get("window_center", 0.0)),
+                                            float(data.get("window_width", 0.0)), int(data.get("dicom_frame", -1))),
+                         meta=meta)
 
 
 # ======================================================================================================

@@ -16,20 +16,28 @@ import sys
 from absl import app, flags, logging
 from ml_collections import ConfigDict, config_flags
 
-from boostmis_jax.config_file import check_against_defaults, config_file_error, config_path, one_line
+from boostmis_jax.config_file import (
+    check_against_defaults,
+    config_file_error,
+    config_path,
+    missing_get_config,
+    one_line,
+)
+from boostmis_jax.errors import cap
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (metrics, checkpoints, summary); "
                                                 "re-use it to resume.")
 
 EXIT_USER_ERROR = 2
+MAX_LINE = 2000  # the one line stays a line: a message quoting a huge value is cut (errors.cap)
 
 
 def _die(msg: str) -> None:
     """The error line, last on stderr: progress bars are closed (and stdout flushed) before it."""
     _close_bars()
     sys.stdout.flush()
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {cap(msg, MAX_LINE)}", file=sys.stderr)
     sys.stderr.flush()
     sys.exit(EXIT_USER_ERROR)
 
@@ -47,6 +55,9 @@ def _parse(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except Exception as e:
+        missing = missing_get_config(e, config_path(argv))
+        if missing:
+            _die(missing)
         where = config_file_error(e, config_path(argv))
         if where:
             _die(f"{where}; fix that line (the keys and their types are in boostmis_jax/defaults.py)")
@@ -83,6 +94,19 @@ def _workdir_fault(e: OSError, workdir: str) -> str | None:
            errno.EROFS: "that filesystem is read-only"}.get(e.errno, "check that folder")
     return (f"cannot write {what} ({e.strerror}); {fix} or point --workdir elsewhere; re-run the same "
             f"command to resume from the latest checkpoint")
+
+
+def _out_of_memory(e: BaseException, cfg: ConfigDict) -> str | None:
+    """One line for running out of device (XLA RESOURCE_EXHAUSTED) or host memory, naming the sizes that
+    set it; None for anything else."""
+    if not (isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)):
+        return None
+    where = "host" if isinstance(e, MemoryError) else "device"
+    t = cfg.train
+    return (f"out of {where} memory with train.batch_size={t.batch_size} (x{1 + int(cfg.ssl.uratio)} rows per "
+            f"step with ssl.uratio={cfg.ssl.uratio}), train.eval_batch_size={t.eval_batch_size}, "
+            f"al.chunk={cfg.al.chunk}; lower them (e.g. --config.train.batch_size={max(1, t.batch_size // 4)}) or "
+            f"use a smaller model or data.image_size; re-run the same command to resume")
 
 
 def main(argv: list[str]) -> None:
@@ -123,13 +147,20 @@ def main(argv: list[str]) -> None:
         if line is None:
             raise
         _die(line)
+    except Exception as e:  # noqa: BLE001  only out-of-memory is a user's matter; the rest re-raises
+        line = _out_of_memory(e, cfg)
+        if line is None:
+            raise
+        _die(line)
     if out.get("status") == "waiting_for_labels":
         sys.exit(0)
 
 
 def entry() -> None:
+    from boostmis_jax.errors import quiet_library_noise
     from boostmis_jax.xla_env import prepare_process
     prepare_process()
+    quiet_library_noise()
     app.run(main, flags_parser=_parse)
 
 

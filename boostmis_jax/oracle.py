@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from boostmis_jax.errors import UserError
-from boostmis_jax.fsutil import atomic_write, atomic_write_text
+from boostmis_jax.fsutil import atomic_write, atomic_write_text, kind_of
 
 __all__ = [
     "CSV_COLUMNS",
@@ -87,6 +87,11 @@ class SimulatedOracle:
         self.train_y = np.asarray(train_y).reshape(-1)
 
     def answer(self, cycle: int, queries: list[Query], workdir: str | os.PathLike) -> dict[int, int] | None:
+        pending = cycle_paths(cycle, workdir).csv
+        if pending.exists():  # al.oracle may change on resume, but not past a person's pending answers
+            raise UserError(f"{pending}: this cycle's queries wait for a person's labels (the run stopped "
+                            "under al.oracle=files); re-run with --config.al.oracle=files to read them, or "
+                            f"delete {pending} to let the simulated oracle answer")
         out = {}
         for q in queries:
             if not 0 <= q.index < self.train_y.shape[0]:
@@ -112,6 +117,7 @@ class CyclePaths:
     sheet: Path  # contact sheet of every query (image data only)
     manifest: Path  # queries with their model info, class names and the command that continues training
     images: Path  # folder of one PNG per query, as the model sees it (image data only)
+    consumed: Path  # the answers as the run read them (written once read): a later edit is reported
 
     def image(self, position: int) -> Path:
         """PNG of the query at `position` in the manifest (names are positions, never client input)."""
@@ -121,7 +127,37 @@ class CyclePaths:
 def cycle_paths(cycle: int, workdir: str | os.PathLike) -> CyclePaths:
     qdir = Path(workdir) / "queries"
     return CyclePaths(qdir / f"cycle_{cycle}.csv", qdir / f"cycle_{cycle}.png", qdir / f"cycle_{cycle}.json",
-                      qdir / f"cycle_{cycle}")
+                      qdir / f"cycle_{cycle}", qdir / f"cycle_{cycle}.read.json")
+
+
+def read_consumed(paths: CyclePaths) -> dict[int, int] | None:
+    """The answers the run trained with for that cycle, or None (not read yet, or an older run)."""
+    try:
+        d = json.loads(paths.consumed.read_text(encoding="utf-8"))
+        return {int(k): int(v) for k, v in d["answers"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def report_edited(workdir: str | os.PathLike, before: int, labels: LabelSpace) -> None:
+    """Warn (one line per cycle) when a CSV the run already read was edited since: the run keeps the labels
+    it trained with, and a person who corrected a label must know it was not used."""
+    for k in range(before):
+        paths = cycle_paths(k, workdir)
+        used = read_consumed(paths)
+        if used is None or not paths.csv.exists():
+            continue
+        try:
+            manifest = read_manifest(k, workdir)
+            now = read_answers(paths.csv, manifest.queries, labels, partial=True)
+        except UserError:
+            now = None
+        if now != used:
+            changed = sorted(i for i in set(used) | set(now or {}) if (now or {}).get(i) != used.get(i))
+            what = (f"rows with index {', '.join(map(str, changed[:5]))}" + (" ..." if len(changed) > 5 else "")
+                    if now is not None else "it no longer reads as valid answers")
+            print(f"warning: {paths.csv} was edited after the run read it ({what}); the run keeps the labels "
+                  "it read then (a read cycle's CSV is not read again)", file=sys.stderr)
 
 
 def latest_cycle(workdir: str | os.PathLike) -> int | None:
@@ -150,15 +186,28 @@ class LabelSpace:
         self._by_name = {c: i for i, c in enumerate(self.class_names)}
         self._by_lower = {c.strip().lower(): i for i, c in enumerate(self.class_names)}
 
+        # Class names that are numbers other than their own ids (folders "1" and "2" are ids 0 and 1): a cell
+        # "1" could mean either, so such a space reads and writes labels by NAME only, and says so.
+        self.by_name_only = any(_as_int(c) is not None and _as_int(c) != i for i, c in enumerate(self.class_names))
+
     def name(self, k: int) -> str:
         return self.class_names[k] if 0 <= k < self.num_classes else str(k)
 
+    def cell(self, k: int) -> str:
+        """How the CSV writes class k: its id, or its name when ids and names would be confused."""
+        return self.class_names[k] if self.by_name_only else str(int(k))
+
     def legend(self) -> str:
+        if self.by_name_only:
+            return (f"class names {', '.join(self.class_names)} (numbers here: a label is read as a name, "
+                    "never as an id)")
         return ", ".join(f"{i}={c}" for i, c in enumerate(self.class_names))
 
     def parse(self, cell: str) -> int | None:
         """Class id for a non-empty label cell, None when it names no class."""
         text = cell.strip()
+        if self.by_name_only:
+            return self._by_name.get(text, self._by_lower.get(text.lower()))
         try:
             value = float(text)
         except ValueError:
@@ -170,6 +219,14 @@ class LabelSpace:
         if text in self._by_name:
             return self._by_name[text]
         return self._by_lower.get(text.lower())
+
+
+def _as_int(text: str) -> int | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None
 
 
 class CsvRow(NamedTuple):
@@ -184,6 +241,9 @@ class CsvRow(NamedTuple):
 def read_rows(csv_path: str | os.PathLike) -> list[CsvRow]:
     """Parse a query CSV as a spreadsheet may save it (BOM, ';' delimiter, blank trailing rows)."""
     csv_path = Path(csv_path)
+    if csv_path.exists() and not csv_path.is_file():
+        raise UserError(f"{csv_path}: {kind_of(csv_path)} where the query CSV belongs; move it away and re-run "
+                        "the main command (it writes the CSV again)")
     try:
         text = csv_path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often add a BOM
     except UnicodeDecodeError:
@@ -191,7 +251,8 @@ def read_rows(csv_path: str | os.PathLike) -> list[CsvRow]:
     except FileNotFoundError:
         raise UserError(f"{csv_path}: no such file; run the main command with al.oracle=files first") from None
     first = text.split("\n", 1)[0]
-    delimiter = ";" if ";" in first and "," not in first else ","  # some locales save with ';'
+    # Spreadsheets save with ',' or, in some locales, ';'; "Text (tab-delimited)" with tabs.
+    delimiter = next((d for d in (",", ";", "\t") if d in first), ",")
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header = [h.strip().lower() for h in next(reader, [])]
     missing_cols = [c for c in ("index", "id", "label") if c not in header]
@@ -251,6 +312,8 @@ def validate_rows(csv_path: str | os.PathLike, rows: Sequence[CsvRow], queries: 
         label = labels.parse(r.label)
         if label is None:
             problems.append(
+                f"{where}: label {r.label!r} is not one of the {labels.legend()}; fix it, then re-run"
+                if labels.by_name_only else
                 f"{where}: label {r.label!r} is neither a class id in [0, {labels.num_classes}) "
                 f"nor a class name ({labels.legend()}); fix it, then re-run"
             )
@@ -281,7 +344,7 @@ def format_csv(queries: Sequence[Query], labels: LabelSpace, answers: Mapping[in
     for q in queries:
         label = answers.get(int(q.index))
         writer.writerow([int(q.index), q.id, q.selector, format(float(q.score), ".6g"), int(q.predicted),
-                         labels.name(int(q.predicted)), "" if label is None else int(label)])
+                         labels.name(int(q.predicted)), "" if label is None else labels.cell(int(label))])
     return buf.getvalue()
 
 
@@ -293,7 +356,7 @@ def write_answers(csv_path: str | os.PathLike, queries: Sequence[Query], labels:
     rejected by the files oracle later for anything but empty labels."""
     text = format_csv(queries, labels, answers)
     rows = [CsvRow(i + 2, str(int(q.index)), q.id, "" if answers.get(int(q.index)) is None
-                   else str(int(answers[int(q.index)]))) for i, q in enumerate(queries)]
+                   else labels.cell(int(answers[int(q.index)]))) for i, q in enumerate(queries)]
     validate_rows(csv_path, rows, queries, labels, partial=True)
     atomic_write_text(csv_path, text)
 
@@ -416,8 +479,10 @@ class FilesOracle:
             lines.append(f"     (thumbnails with ids and current predictions: {paths.sheet})")
         lines += [
             (
-                "  2. fill the empty 'label' cell of EVERY row with a class id or class name "
-                f"({self.labels.legend()}); leave the other columns as they are"
+                "  2. fill the empty 'label' cell of EVERY row with a "
+                + (f"one of the {self.labels.legend()}" if self.labels.by_name_only else
+                   f"class id or class name ({self.labels.legend()})")
+                + "; leave the other columns as they are"
             ),
             "  3. save it as CSV and re-run the same command; training resumes with your labels",
             f"  or label them in a browser: python -m boostmis_jax.annotate --workdir {shlex.quote(str(workdir))}",
@@ -428,11 +493,18 @@ class FilesOracle:
     def answer(self, cycle: int, queries: list[Query], workdir: str | os.PathLike) -> dict[int, int] | None:
         """Write the query files (returns None) or read back the filled CSV (returns {index: label})."""
         paths = cycle_paths(cycle, workdir)
+        for p in (paths.csv, paths.manifest, paths.sheet):
+            if p.exists() and not p.is_file():
+                raise UserError(f"{p}: {kind_of(p)} where this cycle's query file belongs; move it away and "
+                                "re-run")
+        report_edited(workdir, cycle, self.labels)
         if not paths.csv.exists():
             self._write(cycle, queries, paths)
             print(self._instructions(paths, workdir, len(queries)), flush=True)
             return None
-        return read_answers(paths.csv, queries, self.labels)
+        answers = read_answers(paths.csv, queries, self.labels)
+        atomic_write_text(paths.consumed, json.dumps({"answers": {str(k): v for k, v in answers.items()}}) + "\n")
+        return answers
 
 
 @register_oracle("simulated")

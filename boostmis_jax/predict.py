@@ -76,7 +76,7 @@ def _fit_images(x: np.ndarray, pm, where: str) -> np.ndarray:
 
 def _need(pm, kind: str, where: str) -> None:
     if pm.kind != kind:
-        other = "feature vectors (.npy)" if pm.kind == "features" else "images"
+        other = {"features": "feature vectors (.npy)", "image": "images"}.get(pm.kind, repr(pm.kind))
         raise UserError(f"{where}: holds {'images' if kind == 'image' else 'features'} but the model takes "
                         f"{other}; pass an input of that kind")
 
@@ -136,6 +136,9 @@ def read_input(pm, path: Path, split: str | None) -> Inputs:
 
     if not path.exists():
         raise UserError(f"{V.show_path(path)}: not found; pass --input <folder of images, .npz or .npy>")
+    if not path.is_file() and not path.is_dir():
+        from boostmis_jax.fsutil import kind_of
+        raise UserError(f"{path}: is {kind_of(path)}; pass --input <folder of images, .npz or .npy>")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".npz":
@@ -274,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    from boostmis_jax.errors import quiet_library_noise
     from boostmis_jax.xla_env import prepare_process
     prepare_process()
+    quiet_library_noise()
     sys.exit(main())
 
 

@@ -342,3 +342,38 @@ def test_cli_then_train_runs_the_recorded_command(tmp_path):
     assert "continuing training" in out and "all 3 queries of cycle 0 answered" in out
     assert marker.read_text() == str(tmp_path)  # ran in the recorded directory
     assert FilesOracle(3, CLASSES, None).answer(0, _queries(), wd) == {7: 2, 2: 0, 11: 1}
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from boostmis_jax.annotate.server import Annotator, row_version
+wd, part, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+a = Annotator(wd, 0)
+mine = [int(q.index) for q in a.queries][part::2]
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+for idx in mine:
+    a.answer(idx, idx % 3, row_version(0, idx, None))  # returns only once written: acknowledged
+print("done", flush=True)
+"""
+
+
+def test_two_processes_on_one_workdir_lose_no_acknowledged_answer(tmp_path):
+    """Two annotate processes (two pages) write different rows of one CSV at the same moment: every
+    acknowledged answer is in the file (a read-check-write under a thread lock alone lost 26 of 60)."""
+    queries = [Query(index=i, id=f"img_{i:03d}.png", selector="aus", score=0.5, predicted=0) for i in range(60)]
+    FilesOracle(3, CLASSES, None, command=["true"], cwd=str(tmp_path)).answer(0, queries, tmp_path)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(part), str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for part in (0, 1)]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and "done" in out, err
+    answers = FilesOracle(3, CLASSES, None).answer(0, queries, tmp_path)
+    assert answers == {i: i % 3 for i in range(60)}

@@ -725,7 +725,7 @@ def test_one_based_labels_are_an_error_naming_class_0(tmp_path):
 
 def test_empty_class_with_num_classes_set_is_a_warning(tmp_path, capsys):
     path = tmp_path / "one_based.npz"
-    np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=labels(20, 2) + 1)
+    np.savez(path, train_images=np.arange(320, dtype=np.uint8).reshape(20, 4, 4), train_labels=labels(20, 2) + 1)
     ds = load_dataset(make_cfg("medmnist_npz", path, num_classes=3))
     assert ds.num_classes == 3
     err = capsys.readouterr().err
@@ -737,7 +737,7 @@ def test_class_only_in_test_is_an_error(tmp_path):
     np.savez(path, train_images=np.zeros((20, 4, 4), np.uint8), train_labels=labels(20, 2),
              val_images=np.zeros((4, 4, 4), np.uint8), val_labels=np.array([0, 1, 0, 1]),
              test_images=np.zeros((4, 4, 4), np.uint8), test_labels=np.array([0, 1, 2, 1]))
-    user_error(lambda: load_dataset(make_cfg("medmnist_npz", path)), "k.npz", "class 2")
+    user_error(lambda: load_dataset(make_cfg("medmnist_npz", path)), "k.npz [test_labels]", "class 2 (row 2)")
 
 
 def test_relative_data_path_error_names_the_resolved_path(tmp_path, monkeypatch):

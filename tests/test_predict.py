@@ -381,3 +381,71 @@ def test_dicom_folder_trains_and_predicts_through_the_cli(tmp_path):
     bad_file.write_bytes(b"\0" * 10)
     p = run_cmd([*predict_cmd("--workdir", wd), "--input", str(new), "--output", str(tmp_path / "e.csv")])
     assert "3.dcm" in error_line(p) and not (tmp_path / "e.csv").exists()
+
+
+def readme_predict_commands() -> list[list[str]]:
+    """The README's predict examples, exactly as written (relative paths)."""
+    import shlex
+
+    from helpers import ROOT
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cmds = [shlex.split(ln) for ln in text.splitlines() if ln.startswith("python -m boostmis_jax.predict ")]
+    assert len(cmds) >= 2, "the README's predict examples moved: update this test"
+    return cmds
+
+
+def test_readme_predict_examples_run_as_written(tmp_path):
+    """cwd = a folder holding runs/demo (a model exported as a run would), new_scans/ and
+    pneumoniamnist.npz; each README command runs unchanged (relative paths reach orbax)."""
+    import subprocess
+    import sys
+
+    from helpers import env
+    x = np.stack([np.kron(pattern(i % 2, 7, i), np.ones((4, 4), np.uint8)) for i in range(24)])  # 28x28
+    y = (np.arange(24) % 2)[:, None]
+    np.savez(tmp_path / "pneumoniamnist.npz", train_images=x[:16], train_labels=y[:16], val_images=x[16:20],
+             val_labels=y[16:20], test_images=x[20:], test_labels=y[20:])
+    dcfg = data_cfg(tmp_path / "pneumoniamnist.npz", source="medmnist_npz")
+    save = export(tmp_path / "tmp", load_dataset(dcfg), dcfg)
+    (tmp_path / "runs").mkdir()
+    shutil.move(str(save.parent), tmp_path / "runs" / "demo")
+    (tmp_path / "new_scans").mkdir()
+    for i in range(3):
+        Image.fromarray(x[i]).save(tmp_path / "new_scans" / f"{i}.png")
+    for cmd in readme_predict_commands():
+        assert cmd[:3] == ["python", "-m", "boostmis_jax.predict"]
+        p = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp_path, env=env(1), capture_output=True, text=True,
+                           timeout=300, check=False)
+        assert p.returncode == 0, (cmd, p.stderr[-2000:])
+        assert "Traceback" not in p.stderr
+    assert len(read_predictions(tmp_path / "new_scans.csv")[0]) == 3
+    assert (tmp_path / "pneumoniamnist_test.predictions.csv").is_file()
+
+
+@pytest.mark.parametrize("field,value,says", [
+    (("format_version",), "1", "format_version"), (("data", "input_shape"), [0, 8, 1], "input_shape"),
+    (("data", "input_shape"), [8, 8], "input_shape"), (("class_names",), [], "class_names"),
+    (("class_names",), ["a", "a"], "distinct"), (("data", "std"), [0.0], "data.std"),
+    (("data", "std"), [0.2, 0.3], "data.std"), (("data", "mean"), "abc", "data.mean"),
+    (("data", "kind"), "video", "data.kind"), (("model", "widths"), [0], "does not build"),
+    (("model", "widths"), [8, 8], "do not match"), (("model",), None, "model"),
+    (("model", "name"), "nope", "model.name")])
+def test_hand_edited_model_json_is_one_line(tmp_path, image_model, capsys, field, value, says):
+    """Every field predict relies on is checked: a bad edit is one line naming the field, never a traceback
+    or garbage predictions with exit 0."""
+    src, _ = image_model
+    model_dir = tmp_path / "model"
+    shutil.copytree(src, model_dir)
+    meta = json.loads((model_dir / "model.json").read_text())
+    node = meta
+    for k in field[:-1]:
+        node = node[k]
+    node[field[-1]] = value
+    (model_dir / "model.json").write_text(json.dumps(meta))
+    img = tmp_path / "in"
+    write_folder(img, 1)
+    rc, _, err = call(["--model", model_dir, "--input", img, "--output", tmp_path / "p.csv"], capsys)
+    assert rc == 2, err
+    assert says in err and "model.json" in err or "arrays" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "p.csv").exists()

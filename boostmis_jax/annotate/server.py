@@ -15,11 +15,13 @@ framework would add (routing, sessions, templating) is not needed; what safety n
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
 import secrets
 import shlex
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, describe
+from boostmis_jax.fsutil import file_lock
 from boostmis_jax.oracle import (
     CyclePaths,
     LabelSpace,
@@ -36,6 +39,7 @@ from boostmis_jax.oracle import (
     cycle_paths,
     latest_cycle,
     read_answers,
+    read_consumed,
     read_manifest,
     read_rows,
     validate_rows,
@@ -43,6 +47,7 @@ from boostmis_jax.oracle import (
 )
 
 MAX_BODY = 4096
+LOCK_NAME = ".annotate.lock"  # in queries/: held while one answer is read, checked and written
 _IMG_ROUTE = re.compile(r"^/img/(\d{1,6})\.png$")
 
 
@@ -87,6 +92,9 @@ class Annotator:
         self.paths: CyclePaths = cycle_paths(self.cycle, self.workdir)
         if not self.paths.csv.exists():
             raise UserError(f"{self.paths.csv}: no such file; pick a --cycle that has queries or run main first")
+        if read_consumed(self.paths) is not None:
+            raise UserError(f"{self.paths.csv}: the run already read these answers and trained with them, so "
+                            "edits would not be used; annotate the pending cycle (leave out --cycle), if any")
         self.manifest = read_manifest(self.cycle, self.workdir)
         self.labels = LabelSpace(len(self.manifest.class_names), self.manifest.class_names)
         self.queries = self.manifest.queries
@@ -135,14 +143,17 @@ class Annotator:
             raise ApiError(HTTPStatus.NOT_FOUND,
                            f"index {index} is not among cycle {self.cycle}'s queries; reload the page")
         pos = next(p for p, q in enumerate(self.queries) if int(q.index) == index)
-        with self._lock:
+        # The thread lock orders this process's requests; the file lock orders every process's (two
+        # pages on one workdir, a second browser's server): read-check-write is one step for all of them.
+        with self._lock, file_lock(self.paths.csv.parent / LOCK_NAME):
             rows = read_rows(self.paths.csv)
             current = validate_rows(self.paths.csv, rows, self.queries, self.labels, partial=True)
             if version != row_version(self.cycle, index, current.get(index)):
                 raise ApiError(HTTPStatus.CONFLICT,
                                f"{self.queries[pos].id} was changed elsewhere (another tab or the CSV); "
                                "showing the newer answer", row=self._row(pos, current))
-            cell = "" if label is None else str(label).strip()
+            cell = ("" if label is None else self.labels.cell(label) if isinstance(label, int)
+                    and 0 <= label < self.labels.num_classes else str(label).strip())
             edited = [r._replace(label=cell) if _is_index(r.index, index) else r for r in rows]
             try:
                 new = validate_rows(self.paths.csv, edited, self.queries, self.labels, partial=True)
@@ -310,8 +321,27 @@ def make_server(workdir: str | Path, *, cycle: int | None = None, host: str = "1
                 token: str | None = None, then_train: bool = False) -> AnnotateServer:
     """Bind (port 0 = any free port) and return the server; call serve_forever() to run it."""
     annotator = Annotator(workdir, cycle)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: not a TCP port; pass a port in 1..65535 (0 picks a free one)")
     try:
-        return AnnotateServer((host, int(port)), annotator, token or secrets.token_urlsafe(24), then_train)
+        return AnnotateServer((host, port), annotator, token or secrets.token_urlsafe(24), then_train)
     except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port "
-                        "(0 picks a free one)") from None
+        raise UserError(bind_error(host, port, e)) from None
+    except (OverflowError, ValueError, UnicodeError) as e:  # a host no resolver accepts
+        raise UserError(f"--host {host!r}: not a host name or address ({describe(e)}); pass --host 127.0.0.1 "
+                        "(this machine) or 0.0.0.0 (every interface)") from None
+
+
+def bind_error(host: str, port: int, e: OSError) -> str:
+    """The cause and the fix of a failed bind: a busy port, a privileged port, or a bad host."""
+    if isinstance(e, socket.gaierror):
+        return (f"--host {host!r}: not a known host name ({e.strerror or e}); pass --host 127.0.0.1 (this "
+                "machine) or 0.0.0.0 (every interface)")
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (another annotate?); pass another --port (0 picks a free one)"
+    if e.errno == errno.EACCES:
+        return f"port {port}: binding it needs privileges; pass a --port above 1023 (0 picks a free one)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return (f"--host {host!r}: not an address of this machine; pass --host 127.0.0.1 (this machine) or "
+                "0.0.0.0 (every interface)")
+    return f"cannot listen on {host}:{port} ({e.strerror or e}); check --host and --port (0 picks a free one)"

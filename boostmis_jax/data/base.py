@@ -167,6 +167,8 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
         if split is not train:
             V.check_same_shape(split.x, train.x, split.x_where or split.where, train.x_where or train.where)
     if not num_classes:
+        for r in present.values():
+            V.check_inferred_classes(r.y, r.where)
         num_classes = max(int(r.y.max()) + 1 for r in present.values() if len(r.y))
         num_classes = max(num_classes, len(class_names or []))
     if class_names is not None and len(class_names) > num_classes:
@@ -195,8 +197,12 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
     V.check_train_classes(train.y, train.where)
     names = list(class_names) if class_names is not None else []
     names += [str(i) for i in range(len(names), num_classes)]
+    if not explicit_k:
+        for split in (val, test):
+            V.check_classes_in_train(split.y, train.y, split.where, train.where)
     V.check_class_coverage(train.y, num_classes, names, train.where, explicit=explicit_k)
 
+    V.check_not_constant(train.x, train.x_where or train.where)
     feature_mean = feature_std = None
     if kind == "features":
         feature_mean, feature_std = V.feature_stats(train.x)

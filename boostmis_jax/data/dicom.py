@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from boostmis_jax.data.validate import cfg_get, one_line
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, boundary, describe, quiet_logs
 
 INSTALL = "pip install 'boostmis_jax[dicom]'"
 COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
@@ -67,11 +67,12 @@ def _read(path: Path, pixels: bool):
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: not a readable DICOM file ({type(e).__name__}: {one_line(e)[:160]}); "
-                        "remove or replace the file") from None
+    fix = "remove or replace the file"
+    with boundary(path, fix, "not a readable DICOM file"), quiet_logs("pydicom"):
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=not pixels)
+        except InvalidDicomError as e:
+            raise UserError(f"{path}: not a readable DICOM file ({describe(e)}); {fix}") from None
 
 
 def header(path: Path) -> tuple[int, str]:
@@ -148,7 +149,8 @@ def read_dicom(path: Path, opts: DicomOptions) -> np.ndarray:
         raise UserError(f"{path}: photometric interpretation {photometric!r} is not supported; re-export as "
                         "MONOCHROME2 or RGB")
     try:
-        arr = pixel_array(ds, index=opts.frame if frames > 1 else None)
+        with quiet_logs("pydicom"):  # it logs each failed decoder's traceback; our line says it once
+            arr = pixel_array(ds, index=opts.frame if frames > 1 else None)
     except Exception as e:  # noqa: BLE001  decoders raise anything on a damaged stream
         raise UserError(f"{path}: cannot decode the pixel data ({type(e).__name__}: {one_line(e)[:160]}); "
                         "remove or replace the file") from None

@@ -156,6 +156,7 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
     opts = dicom.DicomOptions.from_cfg(cfg)
     top = subdirs(root)
+    V.check_folder_layout(root, [p.name for p in top], SPLITS)
     split_layout = bool(top) and "train" in {p.name for p in top} and {p.name for p in top} <= set(SPLITS)
     split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()} if split_layout else {"train": root}
     train_dir = split_dirs["train"]

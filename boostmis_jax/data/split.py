@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from boostmis_jax.data.validate import cfg_get, check_data_options, one_line
+from boostmis_jax.data.validate import cfg_get, check_data_options, one_line, warn_split_classes
 from boostmis_jax.errors import UserError
 from boostmis_jax.fsutil import atomic_write_text
 
@@ -324,6 +324,7 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray,
                             f"use a fresh --workdir, or delete that split.json to draw a new split")
     elif explicit is not None:
         indices = explicit
+        warn_split_classes(train_y[indices], split_file)
     else:
         balance = str(cfg_get(cfg_data, "label_balance"))
         indices = labeled_split(train_y, want, seed, balance=balance, groups=groups)

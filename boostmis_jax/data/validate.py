@@ -5,17 +5,19 @@ the fix, so a bad data file fails before any compilation instead of deep inside 
 """
 from __future__ import annotations
 
-import pickle
 import sys
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from boostmis_jax.defaults import section_defaults
-from boostmis_jax.errors import UserError
+# The data keys' defaults and their config check live in defaults.py (the one home of config checks, so
+# the import goes one way); re-exported here for the loaders.
+from boostmis_jax.defaults import (  # noqa: F401
+    GROUP_BY, LABEL_BALANCES, cfg_get, check_data_options, section_defaults)
+from boostmis_jax.errors import UserError, boundary, cap_list
+from boostmis_jax.fsutil import kind_of
 
 STD_FLOOR = 1e-6
 
@@ -23,13 +25,6 @@ STD_FLOOR = 1e-6
 def one_line(text: object) -> str:
     """Collapse an exception message to a single line (main prints exactly one line)."""
     return " ".join(str(text).split())
-
-
-def cfg_get(cfg: Any, key: str) -> Any:
-    """A `data` key from a ConfigDict or a plain dict (tests and benchmarks pass partial ones); a missing key
-    or `None` reads defaults.py's value, so no loader repeats a default."""
-    value = cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
-    return section_defaults("data")[key] if value is None else value
 
 
 def require_path(cfg: Any, hint: str) -> Path:
@@ -53,7 +48,7 @@ def require_file(path: Path, hint: str) -> Path:
     if not path.exists():
         raise UserError(f"{show_path(path)}: file not found; pass --config.data.path=<{hint}>")
     if not path.is_file():
-        raise UserError(f"{show_path(path)}: is a folder, expected a file; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a file; pass --config.data.path=<{hint}>")
     return path
 
 
@@ -62,38 +57,30 @@ def require_dir(path: Path, hint: str) -> Path:
     if not path.exists():
         raise UserError(f"{show_path(path)}: folder not found; pass --config.data.path=<{hint}>")
     if not path.is_dir():
-        raise UserError(f"{show_path(path)}: is a file, expected a folder; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a folder; pass "
+                        f"--config.data.path=<{hint}>")
     return path
 
 
-GROUP_BY = ("", "patient")
-LABEL_BALANCES = ("stratified", "balanced")
+def check_folder_layout(root: Path, names: list[str], splits: tuple[str, ...]) -> None:
+    """A folder is either split folders (train/ val/ test/) or class folders. Split names beside other
+    folders (train/ test/ holdout/, train/ unlabeled/) would silently make 'train', 'test' and 'holdout'
+    three classes: refuse, naming both readings."""
+    split_like = sorted(n for n in names if n in splits)
+    other = sorted(n for n in names if n not in splits)
+    if split_like and other:
+        raise UserError(f"{root}: holds split folders ({', '.join(split_like)}) beside other folders "
+                        f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}); keep only "
+                        f"{'/, '.join(splits)}/ there (move the others out), or, if these are all classes, "
+                        "rename the class folders named like splits")
 
 
-def check_data_options(cfg: Any) -> None:
-    """The data keys that are not about files: balance, grouping, DICOM window and frame."""
-    balance = str(cfg_get(cfg, "label_balance"))
-    if balance not in LABEL_BALANCES:
-        raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
-                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
-    group_by = str(cfg_get(cfg, "group_by") or "")
-    if group_by not in GROUP_BY:
-        raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
-                        "pass --config.data.group_by=patient (or '' for no grouping)")
-    for key in ("window_center", "window_width", "dicom_frame"):
-        value = cfg_get(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
-    width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
-    if width < 0:
-        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
-    if width == 0 and center != 0:
-        raise UserError(f"data.window_center={center} needs data.window_width; pass "
-                        "--config.data.window_width=<width> too (0 for both = the file's own window)")
-    frame = cfg_get(cfg, "dicom_frame")
-    if float(frame) != int(frame) or int(frame) < -1:
-        raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
-                        "frame index >= 0")
+def warn_split_classes(y: np.ndarray, where: str) -> None:
+    """An explicit split labelling one class only: supervised training sees one class; say so."""
+    present = np.unique(np.asarray(y))
+    if len(y) and len(present) < 2:
+        warn(f"{where}: the labeled rows are all class {int(present[0])}; the first stage learns one class "
+             "only (add rows of the other classes to the split file)")
 
 
 def warn(msg: str) -> None:
@@ -101,39 +88,49 @@ def warn(msg: str) -> None:
     print(f"warning: {msg}", file=sys.stderr)
 
 
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, KeyError)
+NPZ_FIX = "re-export it with numpy.savez (or fetch the file again)"
 
 
-def _describe(e: BaseException) -> str:
-    """numpy calls unknown bytes 'pickled data ... allow_pickle': never suggest unpickling a data file."""
-    if "pickle" in str(e):
-        return "unrecognized content: not a numpy file, or it holds pickled objects"
-    return f"{type(e).__name__}: {one_line(e)}"
+class NpzArrays(Mapping):
+    """An .npz archive's members, read on first use (then kept): a source reads only the arrays it names,
+    so an unused 3 GB member costs nothing, and a damaged member fails naming the file and the member."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with boundary(path, NPZ_FIX, "not a readable .npz archive"):
+            archive = np.load(path, allow_pickle=False)
+            if isinstance(archive, np.ndarray):
+                raise UserError(f"{path}: is a single .npy array, expected an .npz archive of named arrays; "
+                                "save them with numpy.savez")
+            with archive:
+                self._names = list(archive.files)
+        self._read: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._read:
+            if key not in self._names:
+                raise KeyError(key)
+            with boundary(f"{self.path} [{key}]", NPZ_FIX, "not a readable array"), \
+                    np.load(self.path, allow_pickle=False) as archive:
+                self._read[key] = np.asarray(archive[key])
+        return self._read[key]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array eagerly, so a corrupt member fails here (with the file name), not on first use."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if isinstance(archive, np.ndarray):
-            raise UserError(f"{path}: is a single .npy array, expected an .npz archive of named arrays; "
-                            "save them with numpy.savez")
-        with archive:
-            return {key: np.asarray(archive[key]) for key in archive.files}
-    except _READ_ERRORS as e:
-        raise UserError(
-            f"{path}: not a readable .npz archive ({_describe(e)}); "
-            "re-download it or re-export it with numpy.savez") from None
+def load_npz(path: Path) -> NpzArrays:
+    """The archive's member names now, each array when first used (see NpzArrays)."""
+    return NpzArrays(path)
 
 
 def load_npy(path: Path) -> np.ndarray:
     """Read one .npy file without pickle (object arrays are rejected, since they can run code)."""
-    try:
+    with boundary(path, "re-export it with numpy.save", "not a readable .npy file"):
         array = np.load(path, allow_pickle=False)
-    except _READ_ERRORS as e:
-        raise UserError(
-            f"{path}: not a readable .npy file ({_describe(e)}); "
-            "re-export it with numpy.save") from None
     if not isinstance(array, np.ndarray):
         array.close()
         raise UserError(f"{path}: is an .npz archive, expected a single .npy array; "
@@ -244,12 +241,26 @@ def check_labels(y: np.ndarray, num_rows: int, where: str, num_classes: int = 0,
     return y.astype(np.int32)
 
 
+MAX_CLASSES = 10_000  # a (K, K) confusion matrix and K-wide heads: beyond this a label is a typo, not a class
+
+
 def check_num_classes(cfg: Any) -> int:
     """`data.num_classes`: 0 means infer from the labels."""
     value = int(cfg_get(cfg, "num_classes") or 0)
     if value < 0 or value == 1:
         raise UserError(f"data.num_classes: {value} is invalid; pass 0 (infer) or a value >= 2")
+    if value > MAX_CLASSES:
+        raise UserError(f"data.num_classes: {value:,} classes is more than this tool supports ({MAX_CLASSES:,}); "
+                        "pass the real number of classes (0 infers it from the labels)")
     return value
+
+
+def check_inferred_classes(y: np.ndarray, where: str) -> None:
+    """num_classes = max label + 1: one stray huge label (an id, a typo) must not allocate a (K, K) matrix."""
+    if len(y) and int(y.max()) + 1 > MAX_CLASSES:
+        row = int(np.argmax(y))
+        raise UserError(f"{where}: label {int(y[row]):,} at row {row} would make {int(y[row]) + 1:,} classes "
+                        f"(at most {MAX_CLASSES:,}); labels are class indices 0..K-1: relabel them")
 
 
 def check_fraction(cfg: Any, key: str) -> float:
@@ -308,7 +319,38 @@ def channel_stats(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndar
     count = x.size // c
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
-    return mean.astype(np.float32), std.astype(np.float32)
+    # A constant channel (an unused colour, a blank band) normalises to 0, not to 0/0 = NaN.
+    return mean.astype(np.float32), np.maximum(std, STD_FLOOR).astype(np.float32)
+
+
+def check_not_constant(x: np.ndarray, where: str) -> None:
+    """Nothing to learn: images whose every pixel is equal (blank or all-black exports, a DICOM window that
+    clips everything) or feature rows that are all identical. It would surface much later as a NaN loss or
+    chance accuracy blamed on the learning rate."""
+    if len(x) == 0:
+        return
+    first = x[:1]
+    if x.ndim == 4:
+        if any(x[i:i + 256].min() != first.flat[0] or x[i:i + 256].max() != first.flat[0]
+               for i in range(0, len(x), 256)):
+            return  # chunked min/max: real data differs in its first chunk
+        what = f"every training image is constant (all pixels = {first.flat[0]})"
+    else:
+        if len(x) < 2 or any(not (x[i:i + 256] == first).all() for i in range(0, len(x), 256)):
+            return
+        what = f"all {len(x)} training rows are identical"
+    raise UserError(f"{where}: {what}, so there is nothing to learn; check the files (blank exports? a DICOM "
+                    "window that clips everything?)")
+
+
+def check_classes_in_train(y: np.ndarray, train_y: np.ndarray, where: str, train_where: str) -> None:
+    """A val/test label that train never has: name the split and row that hold it, not train."""
+    missing = np.setdiff1d(np.unique(y), np.unique(train_y))
+    if len(missing):
+        row = int(np.argmax(np.isin(y, missing)))
+        more = f" (and {len(missing) - 1} more such class(es))" if len(missing) > 1 else ""
+        raise UserError(f"{where}: class {int(y[row])} (row {row}) has no sample in {train_where}{more}; add "
+                        "training samples of it, or drop those rows")
 
 
 def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: list[str], where: str,
@@ -320,7 +362,7 @@ def check_class_coverage(train_y: np.ndarray, num_classes: int, class_names: lis
     empty = [c for c in range(num_classes) if counts[c] == 0]
     if not empty:
         return
-    named = ", ".join(f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c) for c in empty)
+    named = cap_list((f"{c} ({class_names[c]!r})" if class_names[c] != str(c) else str(c) for c in empty), 10)
     named = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
     if explicit:
         warn(f"{where}: {named} no training sample (data.num_classes={num_classes}); they cannot be learned "
