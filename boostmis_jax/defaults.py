@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.path = ""                      # relative paths are read from the working directory
     c.data.num_labels = 50                # labeled samples in the initial split (seeded, >= 1 per class)
     c.data.label_balance = "stratified"   # initial labeled set: stratified (class proportions) | balanced (equal)
+    #                                     | random (drawn without reading labels; studies use it)
     c.data.split_file = ""                # optional index file (json/npy/txt) overriding the seeded split
     c.data.group_by = ""                  # "" | patient: carve val/test and draw labels by whole patients
     #                                       (DICOM PatientID, or patients.csv with id,patient next to the data)

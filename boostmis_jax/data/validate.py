@@ -67,7 +67,7 @@ def require_dir(path: Path, hint: str) -> Path:
 
 
 GROUP_BY = ("", "patient")
-LABEL_BALANCES = ("stratified", "balanced")
+LABEL_BALANCES = ("stratified", "balanced", "random")
 
 
 def check_data_options(cfg: Any) -> None:
@@ -75,7 +75,7 @@ def check_data_options(cfg: Any) -> None:
     balance = str(cfg_get(cfg, "label_balance"))
     if balance not in LABEL_BALANCES:
         raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
-                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
+                        "pass --config.data.label_balance=stratified (class proportions), balanced or random")
     group_by = str(cfg_get(cfg, "group_by") or "")
     if group_by not in GROUP_BY:
         raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "
