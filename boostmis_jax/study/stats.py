@@ -6,8 +6,9 @@ set, data cut and initialisation), so the unit of analysis is the per-seed diffe
 - `delta`: the mean of d;
 - `ci95`: a percentile bootstrap of the mean of d (10,000 resamples of the seeds, seeded, so a rerun prints
   the same interval); `t_ci95`: the paired t interval mean +- t(0.975, n-1) sd / sqrt(n);
-- `wilcoxon_p`: two-sided Wilcoxon signed-rank test (zeros dropped; exact null distribution for n <= 50
-  without ties, else the normal approximation with the tie correction): scipy.stats.wilcoxon's defaults;
+- `wilcoxon_p`: two-sided Wilcoxon signed-rank test, zeros dropped, then scipy.stats.wilcoxon's defaults:
+  the exact null for n <= 50 without ties; with ties, every sign pattern of the average ranks for n <= 13,
+  else the normal approximation with the tie correction;
 - `sign_p`: two-sided exact sign test on wins vs losses (ties dropped): scipy.stats.binomtest(w, w + l);
 - `holm_p`: Holm's step-down adjustment of `wilcoxon_p` across the comparisons of one table.
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+EXACT_PERMUTATION_MAX = 13   # Wilcoxon with ties: exact over sign patterns up to this n (as scipy), else normal
 
 
 def _clean(values: Sequence[float | None]) -> np.ndarray:
@@ -90,6 +92,12 @@ def wilcoxon_p(d: Sequence[float]) -> float | None:
         counts = _exact_signed_rank_cdf(n)
         w = int(round(min(w_plus, w_minus)))
         p = 2.0 * counts[:w + 1].sum() / counts.sum()
+        return float(min(1.0, p))
+    if n <= EXACT_PERMUTATION_MAX:     # ties: every one of the 2^n sign patterns of the average ranks
+        signs = (np.arange(2 ** n)[:, None] >> np.arange(n)[None, :]) & 1
+        null = signs @ r
+        tol = 1e-12 * max(1.0, w_plus)
+        p = 2.0 * min(np.mean(null <= w_plus + tol), np.mean(null >= w_plus - tol))
         return float(min(1.0, p))
     mean = n * (n + 1) / 4.0
     var = n * (n + 1) * (2 * n + 1) / 24.0 - float((ties ** 3 - ties).sum()) / 48.0
