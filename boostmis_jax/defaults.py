@@ -37,6 +37,9 @@ def get_config() -> ml_collections.ConfigDict:
     #                                       (DICOM PatientID, or patients.csv with id,patient next to the data)
     c.data.val_fraction = 0.1             # carved from train when a source has no val split
     c.data.test_fraction = 0.2
+    c.data.test_from_train = 0.0          # > 0: this share of train (stratified, seed 0, whole patients with
+    #                                       group_by) becomes the test split; the source's test is reported
+    #                                       beside it as test.official (an in-distribution primary endpoint)
     c.data.image_size = 0                 # image_folder/dicom_folder/medmnist: resize to this (0 = keep)
     c.data.num_classes = 0                # 0 = infer (every class needs a train sample); >0 fixes it on purpose
     c.data.window_center = 0.0            # DICOM: window applied to every file when window_width > 0

@@ -404,6 +404,8 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
     test, test_probs = evaluate(r, variables, "test")
     val, val_probs = evaluate(r, variables, "val")
     test.update(threshold_metrics(val_probs, r.ds.val_y, test_probs, r.ds.test_y, r.ds.num_classes))
+    if r.ds.official_test_y is not None:   # data.test_from_train: the source's own test split beside it
+        test["official"] = evaluate(r, variables, "official_test")[0]
     compiles = {**r.compiles, "scorer": r.scorer.compiles}
     counts = np.bincount(book.labels(r.ds.train_y)[np.asarray(book.labeled)], minlength=r.ds.num_classes)
     book.history.append({"cycle": book.cycle, "labeled": len(book.labeled), "step": step,

@@ -165,3 +165,21 @@ def test_minority_cut_is_one_seeded_cut_per_seed(tmp_path):
     assert paths == {0: str(out), 1: str(other)}
     plan = study.make_plan(cfg, tmp_path, 333, paths)
     assert [p.cfg.data.path for p in plan] == [str(out), str(other)]
+
+
+def test_test_from_train_carves_an_in_distribution_test_and_keeps_the_official_one(tmp_path):
+    rng = np.random.default_rng(0)
+    y_train = np.r_[np.zeros(100), np.ones(300)].astype(int)
+    y_test = np.r_[np.zeros(50), np.ones(50)].astype(int)                      # shifted: 50% vs 25%
+    np.savez(tmp_path / "d.npz", train_images=rng.integers(0, 255, (400, 6, 6), dtype=np.uint8),
+             train_labels=y_train[:, None], val_images=rng.integers(0, 255, (40, 6, 6), dtype=np.uint8),
+             val_labels=(np.arange(40) % 4 == 0).astype(int)[:, None],
+             test_images=rng.integers(0, 255, (100, 6, 6), dtype=np.uint8), test_labels=y_test[:, None])
+    cfg = get_config()
+    cfg.data.update(source="medmnist_npz", path=str(tmp_path / "d.npz"), test_from_train=0.2)
+    ds = load_dataset(cfg.data)
+    assert len(ds.test_y) == 80 and np.bincount(ds.test_y).tolist() == [20, 60]   # train's prior
+    assert len(ds.train_y) == 320 and np.bincount(ds.train_y).tolist() == [80, 240]
+    np.testing.assert_array_equal(ds.official_test_y, y_test)
+    cfg.data.test_from_train = 0.0
+    assert load_dataset(cfg.data).official_test_y is None

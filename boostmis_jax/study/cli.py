@@ -100,6 +100,9 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *, com
                     f"{len(ds.test_y)}, {ds.num_classes} classes, train per class "
                     f"{np.bincount(ds.train_y, minlength=ds.num_classes).tolist()}"
                     + (f" (cut of seed {seeds[0]}; one cut per seed)" if data_paths else "")
+                    + (f"; test carved from train ({float(base.data.test_from_train):g}), the source's test "
+                       f"({len(ds.official_test_y)} rows) reported as official/*"
+                       if ds.official_test_y is not None else "")
                     + f"; initial labels: {base.data.label_balance}",
             "budget": f"{b['initial']} initial labels + {b['cycles']} cycles x {b['round']} = {b['labels']} "
                       f"labels (every train row for full_supervised), {b['first_steps']} + {b['cycles']} x "

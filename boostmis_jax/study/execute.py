@@ -118,6 +118,7 @@ def run_record(p: PlannedRun, summary: dict) -> dict:
     n_classes = len(summary["test"].get("per_class_recall", []))
     curve = [{"cycle": h["cycle"], "labeled": h["labeled"], "step": h.get("step"),
               "test": {k: h["test"].get(k) for k in CURVE_KEYS if k in h["test"]},
+              "official_balanced_accuracy": (h["test"].get("official") or {}).get("balanced_accuracy"),
               "val_macro_f1": h["val"]["macro_f1"], "labeled_per_class": h.get("labeled_per_class")}
              for h in summary.get("cycles", [])]
     return {"method": p.method, "seed": p.seed, "workdir": str(p.workdir), "labeled": summary["labeled"],

@@ -1,8 +1,9 @@
 """study.json and study.md from the run records: endpoints per run, mean +- sd per arm, and the paired
 comparisons of every arm against the reference arm (`boostmis`) and the passive control (`random_all`).
 
-Endpoints: `final/<metric>` (the last cycle's test value) and `aubc/<metric>` (the area under the run's budget
-curve, `stats.aubc`). Lower is better for `ece`; higher for every other metric.
+Endpoints: `final/<metric>` (the last cycle's test value), `aubc/<metric>` (the area under the run's budget
+curve, `stats.aubc`) and, with data.test_from_train, `official/<metric>` (the last cycle on the source's own
+test split, reported beside the in-distribution test). Lower is better for `ece`; higher for the rest.
 """
 from __future__ import annotations
 
@@ -24,16 +25,17 @@ METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "m
                 "minority_auprc": "minority AUPRC", "ece": "ECE"}
 LOWER_IS_BETTER = ("ece",)
 KINDS = ("aubc", "final")
-ENDPOINTS = tuple(f"{k}/{m}" for k in KINDS for m in METRICS)
+OFFICIAL = ("balanced_accuracy", "macro_f1", "auc", "minority_recall")   # data.test_from_train: source's test
+ENDPOINTS = tuple(f"{k}/{m}" for k in KINDS for m in METRICS) + tuple(f"official/{m}" for m in OFFICIAL)
 TABLE_ENDPOINTS = ("aubc/balanced_accuracy", "final/balanced_accuracy", "aubc/macro_f1", "final/macro_f1",
                    "final/macro_f1_val_threshold", "final/auc", "final/minority_recall", "final/minority_auprc",
-                   "final/ece")
+                   "final/ece", "official/balanced_accuracy", "official/auc")
 
 
 def check_primary(primary: str) -> str:
     if primary not in ENDPOINTS:
-        raise UserError(f"study.primary={primary!r}: choose one of aubc/<metric> or final/<metric> with a metric "
-                        f"from {list(METRICS)}, e.g. --config.study.primary=aubc/balanced_accuracy")
+        raise UserError(f"study.primary={primary!r}: choose aubc/<metric> or final/<metric> (metric from "
+                        f"{list(METRICS)}) or official/<metric>, e.g. --config.study.primary=aubc/balanced_accuracy")
     return primary
 
 
@@ -46,6 +48,10 @@ def endpoints(record: dict) -> dict[str, float | None]:
         out[f"final/{m}"] = float(v) if v is not None and math.isfinite(float(v)) else None
         out[f"aubc/{m}"] = (stats.aubc([p["labeled"] for p in curve], [p.get("test", {}).get(m) for p in curve])
                             if curve else None)
+    official = record.get("test", {}).get("official") or {}
+    for m in OFFICIAL:
+        v = official.get(m)
+        out[f"official/{m}"] = float(v) if v is not None and math.isfinite(float(v)) else None
     return out
 
 
