@@ -40,11 +40,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.path = ""                      # relative paths are read from the working directory
     c.data.num_labels = 50                # labeled samples in the initial split (seeded, >= 1 per class)
     c.data.label_balance = "stratified"   # initial labeled set: stratified (class proportions) | balanced (equal)
+    #                                     | random (drawn without reading labels; studies use it)
     c.data.split_file = ""                # optional index file (json/npy/txt) overriding the seeded split
     c.data.group_by = ""                  # "" | patient: carve val/test and draw labels by whole patients
     #                                       (DICOM PatientID, or patients.csv with id,patient next to the data)
     c.data.val_fraction = 0.1             # carved from train when a source has no val split
     c.data.test_fraction = 0.2
+    c.data.test_from_train = 0.0          # > 0: this share of train (stratified, seed 0, whole patients with
+    #                                       group_by) becomes the test split; the source's test is reported
+    #                                       beside it as test.official (an in-distribution primary endpoint)
     c.data.image_size = 0                 # image_folder/dicom_folder/medmnist: resize to this (0 = keep)
     c.data.num_classes = 0                # 0 = infer (every class needs a train sample); >0 fixes it on purpose
     c.data.window_center = 0.0            # DICOM: window applied to every file when window_width > 0
@@ -195,7 +199,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 
 GROUP_BY = ("", "patient")
-LABEL_BALANCES = ("stratified", "balanced")
+LABEL_BALANCES = ("stratified", "balanced", "random")
 
 
 def check_data_options(cfg: Any) -> None:
@@ -203,7 +207,7 @@ def check_data_options(cfg: Any) -> None:
     balance = str(cfg_get(cfg, "label_balance"))
     if balance not in LABEL_BALANCES:
         raise UserError(f"data.label_balance: {balance!r} is not one of {', '.join(LABEL_BALANCES)}; "
-                        "pass --config.data.label_balance=stratified (class proportions) or balanced")
+                        "pass --config.data.label_balance=stratified (class proportions), balanced or random")
     group_by = str(cfg_get(cfg, "group_by") or "")
     if group_by not in GROUP_BY:
         raise UserError(f"data.group_by: {group_by!r} is not '' or 'patient'; "

@@ -311,3 +311,16 @@ def _none_update(state, probs, idx, valid, n_active, cfg):
 
 register_threshold("fixed", _fixed_init, _fixed_update)
 register_threshold("none", _fixed_init, _none_update, uses_unlabeled=False)
+
+
+# FreeMatch's EMA momenta for a run of `total_steps`: the paper's 0.999 is a time constant of 1,000 steps in a
+# 2^20-step run; keep that share of the run, with a floor of 10 steps (about 10 unlabeled batches averaged):
+#   time constant = max(10, total_steps * 1000 / 2^20),   momentum = 1 - 1 / time constant
+# (2^20 steps -> 0.999, the paper; 1,200 steps -> 0.9; the study sets ssl.free_momentum with it).
+FREE_PAPER_STEPS, FREE_PAPER_TIME_CONSTANT, FREE_MIN_TIME_CONSTANT = 2 ** 20, 1000.0, 10.0
+
+
+def freematch_momentum(total_steps: int) -> float:
+    """ssl.free_momentum scaled to the run length (see the formula above)."""
+    tc = max(FREE_MIN_TIME_CONSTANT, float(total_steps) * FREE_PAPER_TIME_CONSTANT / FREE_PAPER_STEPS)
+    return float(1.0 - 1.0 / tc)

@@ -27,7 +27,12 @@ from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
 from boostmis_jax.data.split import ensure_split
 from boostmis_jax.errors import UserError
-from boostmis_jax.evaluate import classification_metrics, predict_split
+from boostmis_jax.evaluate import (
+    classification_metrics,
+    minority_class,
+    predict_split,
+    threshold_metrics,
+)
 from boostmis_jax.models import build_model
 from boostmis_jax.oracle import make_oracle
 from boostmis_jax.sampling import rows_for_step
@@ -338,7 +343,8 @@ def best_variables(state: dict, book: Book) -> dict:
 def evaluate(r: Run, variables: dict, split: str) -> tuple[dict, np.ndarray]:
     x, y = getattr(r.ds, f"{split}_x"), getattr(r.ds, f"{split}_y")
     probs = predict_split(r.predict_probs, variables, x, batch=r.eval_batch, mesh=r.mesh)
-    return classification_metrics(probs, y, r.ds.num_classes), probs
+    minority = minority_class(r.ds.train_y, r.ds.num_classes)
+    return classification_metrics(probs, y, r.ds.num_classes, minority), probs
 
 
 def scalars(prefix: str, metrics: dict) -> dict:
@@ -396,10 +402,15 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
     step = int(state["step"])
     variables = best_variables(state, book)
     test, test_probs = evaluate(r, variables, "test")
-    val, _ = evaluate(r, variables, "val")
+    val, val_probs = evaluate(r, variables, "val")
+    test.update(threshold_metrics(val_probs, r.ds.val_y, test_probs, r.ds.test_y, r.ds.num_classes))
+    if r.ds.official_test_y is not None:   # data.test_from_train: the source's own test split beside it
+        test["official"] = evaluate(r, variables, "official_test")[0]
     compiles = {**r.compiles, "scorer": r.scorer.compiles}
+    counts = np.bincount(book.labels(r.ds.train_y)[np.asarray(book.labeled)], minlength=r.ds.num_classes)
     book.history.append({"cycle": book.cycle, "labeled": len(book.labeled), "step": step,
-                         "n_active": len(book.oracle_labels), "test": test, "val": val, "compiles": compiles})
+                         "n_active": len(book.oracle_labels), "test": test, "val": val, "compiles": compiles,
+                         "labeled_per_class": [int(v) for v in counts]})
     r.writer.write(step, {**scalars("test", test), **scalars("val", val), "cycle": book.cycle,
                           "labeled": len(book.labeled), "compiles/train_step": compiles["train_step"],
                           "compiles/scorer": compiles["scorer"]})

@@ -104,3 +104,62 @@ def test_roc_curve_and_auc_equal_sklearn_with_ties(seed):
     np.testing.assert_allclose(tpr, sk_tpr)
     np.testing.assert_array_equal(thr[1:], sk_thr[1:])  # the first is +inf here, max + 1 in older sklearn
     assert roc_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
+
+
+# ------------------------------------------------------------------ the study's metrics (issue 19)
+def test_minority_recall_and_auprc_match_sklearn():
+    from sklearn.metrics import average_precision_score, recall_score
+
+    from boostmis_jax.evaluate import classification_metrics, minority_class
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 300)
+    probs = rng.dirichlet(np.ones(3), 300)
+    probs[np.arange(300), y] += 0.3 * rng.random(300)
+    probs = np.round(probs / probs.sum(1, keepdims=True), 2)      # rounded: ties in the scores
+    probs /= probs.sum(1, keepdims=True)
+    train_y = np.r_[np.zeros(50), np.ones(5), np.full(30, 2)].astype(int)
+    assert minority_class(train_y, 3) == 1
+    m = classification_metrics(probs, y, 3, minority=1)
+    assert m["minority_class"] == 1
+    assert m["minority_recall"] == pytest.approx(recall_score(y, probs.argmax(1), labels=[1], average=None)[0])
+    assert m["minority_auprc"] == pytest.approx(average_precision_score(y == 1, probs[:, 1]))
+    rarest_in_test = int(np.argmin(np.bincount(y, minlength=3)))
+    assert classification_metrics(probs, y, 3)["minority_class"] == rarest_in_test
+
+
+def test_expected_calibration_error_by_hand():
+    from boostmis_jax.evaluate import expected_calibration_error
+
+    probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 0, 1])
+    # bins of width 1/15: {0.95, 0.95} acc 0.5 conf 0.95; {0.6} acc 1; {0.7} acc 1
+    want = 2 / 4 * abs(0.5 - 0.95) + 1 / 4 * abs(1 - 0.6) + 1 / 4 * abs(1 - 0.7)
+    assert expected_calibration_error(probs, labels) == pytest.approx(want)
+    perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error(perfect, np.array([0, 1])) == 0.0
+
+
+def test_macro_f1_at_the_validation_threshold():
+    """Binary: the threshold is chosen on validation and applied to test; under a prior shift it moves off
+    0.5. Multi-class: argmax macro-F1, no threshold."""
+    from sklearn.metrics import f1_score
+
+    from boostmis_jax.evaluate import threshold_metrics
+
+    val_p1 = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.8, 0.9])
+    val_y = np.array([0, 0, 0, 1, 1, 1, 1, 1])                       # positives start at 0.35
+    test_p1 = np.array([0.05, 0.32, 0.38, 0.42, 0.6, 0.95])
+    test_y = np.array([0, 0, 1, 1, 1, 1])
+    two = lambda p: np.stack([1 - p, p], 1)                           # noqa: E731
+    out = threshold_metrics(two(val_p1), val_y, two(test_p1), test_y, 2)
+    assert 0.3 < out["val_threshold"] < 0.35
+    want = f1_score(test_y, (test_p1 > out["val_threshold"]).astype(int), average="macro")
+    assert out["macro_f1_val_threshold"] == pytest.approx(want) == pytest.approx(1.0)
+    assert f1_score(test_y, (test_p1 > 0.5).astype(int), average="macro") < 1.0     # argmax is worse here
+    rng = np.random.default_rng(0)
+    p3, y3 = rng.dirichlet(np.ones(3), 40), rng.integers(0, 3, 40)
+    multi = threshold_metrics(p3, y3, p3, y3, 3)
+    assert multi["val_threshold"] is None
+    assert multi["macro_f1_val_threshold"] == pytest.approx(f1_score(y3, p3.argmax(1), average="macro",
+                                                                     labels=[0, 1, 2], zero_division=0))

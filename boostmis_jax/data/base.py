@@ -39,6 +39,8 @@ class Dataset:
     test_ids: list[str] = dataclasses.field(default_factory=list)
     feature_mean: np.ndarray | None = None    # features: float64 train mean/std the raw inputs were z-scored
     feature_std: np.ndarray | None = None     # with (prediction applies the same), None for images
+    official_test_x: np.ndarray | None = None  # data.test_from_train > 0: the source's own test split, kept
+    official_test_y: np.ndarray | None = None  # beside the in-distribution test carved from train
 
     def summary(self) -> str:
         """One log line: sizes, shape and class balance of train."""
@@ -193,6 +195,16 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
         train_ids = [train_ids[i] for i in rest]
         groups = [groups[i] for i in rest] if groups is not None else None
         train = RawSplit(train.x[rest], train.y[rest], train.where, train_ids)
+    official = None
+    share = V.check_fraction(cfg, "test_from_train")
+    if share:   # an in-distribution test: stratified (seed CARVE_SEED, whole patients with groups) from train
+        rest, part = stratified_carve(train.y, [share], seed=CARVE_SEED, groups=groups)
+        official = present["test"]
+        present["test"] = RawSplit(train.x[part], train.y[part], f"{train.where} (test carved from train)",
+                                   [train_ids[i] for i in part])
+        train_ids = [train_ids[i] for i in rest]
+        groups = [groups[i] for i in rest] if groups is not None else None
+        train = RawSplit(train.x[rest], train.y[rest], train.where, train_ids)
     val, test = present["val"], present["test"]
     V.check_train_classes(train.y, train.where)
     names = list(class_names) if class_names is not None else []
@@ -208,10 +220,13 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
         feature_mean, feature_std = V.feature_stats(train.x)
         train_x, val_x, test_x = (V.apply_standardize(a, feature_mean, feature_std)
                                   for a in (train.x, val.x, test.x))
+        official_x = (V.apply_standardize(official.x, feature_mean, feature_std) if official is not None
+                      else None)
         dim = train_x.shape[1]
         mean, std = np.zeros(dim, np.float32), np.ones(dim, np.float32)
     else:
         train_x, val_x, test_x = train.x, val.x, test.x
+        official_x = official.x if official is not None else None
         mean, std = V.channel_stats(train_x)
 
     def ids_of(split: RawSplit) -> list[str]:
@@ -224,4 +239,5 @@ def assemble(name: str, kind: str, splits: dict[str, RawSplit | None], cfg: Any,
         test_x=test_x, test_y=test.y.astype(np.int32),
         num_classes=num_classes, class_names=names, train_ids=list(train_ids), mean=mean, std=std,
         train_groups=groups, val_ids=ids_of(val), test_ids=ids_of(test),
-        feature_mean=feature_mean, feature_std=feature_std)
+        feature_mean=feature_mean, feature_std=feature_std, official_test_x=official_x,
+        official_test_y=official.y.astype(np.int32) if official is not None else None)

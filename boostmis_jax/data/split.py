@@ -24,7 +24,7 @@ from boostmis_jax.errors import UserError
 from boostmis_jax.fsutil import atomic_write_text
 
 SPLIT_NAME = "split.json"
-BALANCES = ("stratified", "balanced")
+BALANCES = ("stratified", "balanced", "random")
 
 
 def _allocate(counts: np.ndarray, total: int, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -76,18 +76,40 @@ def labeled_split(y: np.ndarray, num_labels: int, seed: int, *, balance: str = "
     """Seeded labeled subset of the training rows, >= 1 per class present in `y`.
 
     balance="stratified": per-class counts proportional to the class sizes; "balanced": equal counts per
-    class (the BoostMIS release starts MESCC from 250 per class), a class too small for its share is taken
+    class; "random": a plain random draw that never reads `y` (no per-class minimum) (the BoostMIS release starts MESCC from 250 per class), a class too small for its share is taken
     whole. With `groups` (one patient id per row) whole patients are drawn, so the labeled set holds about
     `num_labels` rows (never more than the request plus the one patient a class may need).
     Returns sorted int64 indices into `y`.
     """
     y = np.asarray(y)
+    if balance == "random":
+        return _random_draw(len(y), int(num_labels), seed, groups)
     classes, _, alloc = _class_quota(y, int(num_labels), balance)
     rng = np.random.default_rng(seed)
     if groups is None:
         picked = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, alloc, strict=True)]
         return np.sort(np.concatenate(picked)).astype(np.int64)
     return _grouped_draw(y, np.asarray(groups), classes, alloc, rng)
+
+
+def _random_draw(n: int, num_labels: int, seed: int, groups: Sequence[str] | None) -> np.ndarray:
+    """data.label_balance=random: rows (or whole patients, until num_labels rows) drawn without looking at
+    labels, as a user labeling a random sample would; a class may be missing from the draw."""
+    if not 1 <= num_labels <= n:
+        raise UserError(f"data.num_labels: {num_labels} is outside [1, {n}] training rows; "
+                        f"pass --config.data.num_labels=<1..{n}>")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        return np.sort(rng.permutation(n)[:num_labels]).astype(np.int64)
+    names, inv = np.unique(np.asarray(groups), return_inverse=True)
+    sizes = np.bincount(inv, minlength=len(names))
+    chosen = np.zeros(len(names), bool)
+    have = 0
+    for g in rng.permutation(len(names)):
+        if have >= num_labels:
+            break
+        chosen[g], have = True, have + int(sizes[g])
+    return np.flatnonzero(chosen[inv]).astype(np.int64)
 
 
 def _group_table(y: np.ndarray, groups: np.ndarray, classes: np.ndarray):

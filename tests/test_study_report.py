@@ -1,0 +1,87 @@
+"""study.report and study.plots on hand-made run records: endpoints, AUBC, comparisons with Holm, study.md."""
+import numpy as np
+import pytest
+from scipy import stats as ss
+
+from boostmis_jax.study import report, stats
+
+
+def record(method, seed, curve, test_extra=None):
+    """A run record whose budget curve has balanced accuracy `curve` at labels 10, 20, 40."""
+    pts = [{"cycle": i, "labeled": n, "test": {"balanced_accuracy": v, "macro_f1": v - 0.05, "ece": 0.1},
+            "val_macro_f1": v, "labeled_per_class": [n // 2, n - n // 2]}
+           for i, (n, v) in enumerate(zip((10, 20, 40), curve, strict=True))]
+    t = {"accuracy": curve[-1], "balanced_accuracy": curve[-1], "macro_f1": curve[-1] - 0.05, "auc": 0.9,
+         "ece": 0.1, "per_class_recall": [0.5, 0.5], "confusion_matrix": [[3, 1], [0, 4]], **(test_extra or {})}
+    return {"method": method, "seed": seed, "labeled": 40, "steps": 50, "wall_time_s": 2.0, "test": t,
+            "val": t, "curve": pts}
+
+
+def hand_runs():
+    rs = []
+    for s in range(5):
+        rs.append(record("boostmis", s, [0.6, 0.7, 0.80 + 0.01 * s]))
+        rs.append(record("random_all", s, [0.6, 0.72, 0.78 + 0.02 * s]))
+        rs.append(record("fixmatch", s, [0.55, 0.65 + 0.01 * s, 0.75]))
+    rs.append(record("fixmatch", 9, [0.5, 0.5, 0.5]))             # no partner: left out of the pairs
+    return rs
+
+
+def test_endpoints_are_the_last_cycle_and_the_normalised_area():
+    r = record("boostmis", 0, [0.6, 0.7, 0.8])
+    e = report.endpoints(r)
+    assert e["final/balanced_accuracy"] == 0.8
+    assert e["aubc/balanced_accuracy"] == pytest.approx(np.trapezoid([0.6, 0.7, 0.8], [10, 20, 40]) / 30)
+    assert e["aubc/macro_f1"] == pytest.approx(e["aubc/balanced_accuracy"] - 0.05)
+    assert e["final/minority_auprc"] is None and e["aubc/auc"] is None        # not recorded: missing
+
+
+def test_comparisons_pair_seeds_against_both_references_with_holm_over_the_table():
+    runs = hand_runs()
+    comp = report.comparisons(runs, ["boostmis", "random_all", "fixmatch"])
+    table = comp["aubc/balanced_accuracy"]
+    assert set(table) == {"boostmis", "random_all"}
+    assert set(table["boostmis"]) == {"random_all", "fixmatch"} and set(table["random_all"]) == {"boostmis",
+                                                                                               "fixmatch"}
+    c = table["boostmis"]["fixmatch"]
+    a = [report.endpoints(r)["aubc/balanced_accuracy"] for r in runs if r["method"] == "fixmatch"][:5]
+    b = [report.endpoints(r)["aubc/balanced_accuracy"] for r in runs if r["method"] == "boostmis"]
+    d = np.subtract(a, b)
+    assert c["n"] == 5 and c["delta"] == pytest.approx(d.mean())
+    assert c["wilcoxon_p"] == pytest.approx(ss.wilcoxon(d).pvalue)
+    assert c["t_ci95"] == pytest.approx(list(ss.t.interval(0.95, 4, loc=d.mean(), scale=ss.sem(d))))
+    assert {"delta", "ci95", "wilcoxon_p", "holm_p", "n"} <= set(c)
+    # the family: boostmis-random_all (counted once), fixmatch-boostmis, fixmatch-random_all
+    fam = [table["boostmis"]["random_all"]["wilcoxon_p"], table["boostmis"]["fixmatch"]["wilcoxon_p"],
+           table["random_all"]["fixmatch"]["wilcoxon_p"]]
+    want = stats.holm(fam)
+    assert [table["boostmis"]["random_all"]["holm_p"], c["holm_p"], table["random_all"]["fixmatch"]["holm_p"]] == \
+        pytest.approx(want)
+    assert table["random_all"]["boostmis"]["holm_p"] == table["boostmis"]["random_all"]["holm_p"]
+    assert table["random_all"]["boostmis"]["delta"] == pytest.approx(-table["boostmis"]["random_all"]["delta"])
+
+
+def test_study_document_and_markdown():
+    meta = {"config": "c.py", "preset": "cpu", "methods": ["boostmis", "random_all", "fixmatch"],
+            "primary": "final/balanced_accuracy"}
+    runs = hand_runs()
+    doc = report.study_document(meta, runs)
+    assert set(doc) >= {"study", "runs", "aggregate", "comparisons", "endpoints"}
+    agg = doc["aggregate"]["fixmatch"]["final/balanced_accuracy"]
+    assert agg["n"] == 6 and agg["mean"] == pytest.approx(np.mean([0.75] * 5 + [0.5]))
+    md = report.render_markdown(meta, runs)
+    assert "## Primary endpoint `final/balanced_accuracy`" in md
+    row = next(ln for ln in md.splitlines() if ln.startswith("| `fixmatch` | `boostmis` | 5 |"))
+    c = doc["comparisons"]["final/balanced_accuracy"]["boostmis"]["fixmatch"]
+    assert f"{c['delta']:+.4f}" in row and f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" in row
+    assert "## Budget curves" in md and "(25/25)" in md          # labeled per class summed over 5 seeds
+    assert "lower is better" not in md
+
+
+def test_plots_draw_curves_with_bands(tmp_path):
+    from boostmis_jax.study import plots
+
+    xs, ys, lo, hi = plots.curve_band([r for r in hand_runs() if r["method"] == "boostmis"], "balanced_accuracy")
+    assert xs == [10, 20, 40] and ys[-1] == pytest.approx(0.82) and lo[-1] < ys[-1] < hi[-1] and lo[0] == ys[0]
+    plots.plot_curves(tmp_path / "c.png", hand_runs(), ["boostmis", "fixmatch"], "balanced_accuracy")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
