@@ -37,14 +37,16 @@ class VatParams(NamedTuple):
     clip: tuple[float, float] | None = None
 
 
-# Radii the pool pass tries when al.vat_eps is unset: 2^1 .. 2^-9 times the input scale (unit-L2 direction
-# over the whole input), from the old fixed default (2.0 in [0,1] pixels) down to where few predictions flip.
-GRID_STEPS = 11
+# Radii the pool pass tries when al.vat_eps is unset: top * 4^-j, j = 0..5 (2.0 .. 0.002 for [0,1] images,
+# the L2 norm of the whole perturbation), from the old fixed default down to where few predictions flip.
+# Each radius costs one forward of the pool; a x2 grid (11 radii) measured the same choice within a factor
+# 2 (PneumoniaMNIST, docs/drafts/select.md) at twice the cost.
+GRID_STEPS, GRID_FACTOR = 6, 0.25
 
 
 def radius_grid(top: float, steps: int = GRID_STEPS) -> tuple[float, ...]:
-    """Geometric radii top, top/2, ..., largest first."""
-    return tuple(float(top) * 0.5 ** j for j in range(steps))
+    """Geometric radii top, top/4, ..., largest first."""
+    return tuple(float(top) * GRID_FACTOR ** j for j in range(steps))
 
 
 def calibrate_radius(flips: jax.Array, candidate: jax.Array, target: float) -> tuple[jax.Array, jax.Array]:
