@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="rows per device batch, all devices")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
-        parser.error(f"--batch-size {args.batch_size}: must be >= 1")
+        print(f"error: --batch-size {args.batch_size}: must be >= 1 (rows per batch)", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         run(args.model or args.workdir, args.input, args.output, args.split, args.batch_size)
     except UserError as e:
