@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, cap
 from boostmis_jax.workdir import MB, WorkdirLock, folder_size, latest_checkpoint, mount_point
 
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -131,7 +131,7 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            msg = _library_message(e)
             raise UserError(f"checkpoint {self.dir / str(step)} cannot be read ({msg}); move that folder "
                             f"aside to resume from an older step, or use a new --workdir") from None
         return step, dict(out["meta"])
@@ -147,7 +147,7 @@ class Checkpointer:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            msg = _library_message(e)
             raise UserError(f"checkpoint {self.dir / str(step)} is corrupt or does not match this config "
                             f"({msg}); delete that folder to fall back to an older step, or use a new "
                             f"--workdir") from None
@@ -177,6 +177,12 @@ class Checkpointer:
             finally:
                 if self.lock is not None:
                     self.lock.release()
+
+
+def _library_message(e: BaseException) -> str:
+    """orbax/tensorstore's first line without its 'See full TensorStore details: <bound method ...>' tail."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return cap(re.sub(r"\.?\s*See full TensorStore details:.*", "", first), 160)
 
 
 # What a run leaves beside its checkpoints once it trained (the folder is made before any of these).
