@@ -196,7 +196,8 @@ def _refuse_lost_checkpoints(ckpt_dir: Path) -> None:
         return
     found = [n for n in RUN_OUTPUTS if (ckpt_dir.parent / n).exists()]
     if found:
-        raise UserError(f"{ckpt_dir}: missing, but {ckpt_dir.parent} holds a run's outputs ({', '.join(found)}); "
+        raise UserError(f"{ckpt_dir}: missing, but {ckpt_dir.parent} holds a run's outputs "
+                        f"({', '.join(found)}); "
                         "restore the checkpoints folder to resume, or use a new --workdir (or delete those "
                         "outputs) to train from scratch")
 

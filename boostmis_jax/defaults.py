@@ -216,7 +216,8 @@ def check_data_options(cfg: Any) -> None:
             raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
     width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
     if width < 0:
-        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
+        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 "
+                        "(or 0 = the file's window)")
     if width == 0 and center != 0:
         raise UserError(f"data.window_center={center} needs data.window_width; pass "
                         "--config.data.window_width=<width> too (0 for both = the file's own window)")

@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cap(str(e), 2000)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except MemoryError:
-        print(f"error: out of memory predicting {args.input} with --batch-size {args.batch_size}; pass a smaller "
-              "--batch-size, or fewer (or smaller) inputs at a time", file=sys.stderr)
+        print(f"error: out of memory predicting {args.input} with --batch-size {args.batch_size}; pass a "
+              "smaller --batch-size, or fewer (or smaller) inputs at a time", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 

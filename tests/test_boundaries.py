@@ -49,7 +49,8 @@ def test_damaged_deflate_npz_as_predict_input_is_one_line(tmp_path, capsys):
     dcfg = data_cfg(tmp_path / "ok.npz", source="medmnist_npz")
     model = export(tmp_path, load_dataset(dcfg), dcfg)
     damaged_npz(tmp_path / "d.npz", "test")
-    rc, _, err = call(["--model", model, "--input", tmp_path / "d.npz", "--output", tmp_path / "p.csv"], capsys)
+    rc, _, err = call(["--model", model, "--input", tmp_path / "d.npz", "--output", tmp_path / "p.csv"],
+                      capsys)
     assert rc == 2 and "d.npz" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "p.csv").exists()
 

@@ -414,8 +414,8 @@ def test_readme_predict_examples_run_as_written(tmp_path):
         Image.fromarray(x[i]).save(tmp_path / "new_scans" / f"{i}.png")
     for cmd in readme_predict_commands():
         assert cmd[:3] == ["python", "-m", "boostmis_jax.predict"]
-        p = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp_path, env=env(1), capture_output=True, text=True,
-                           timeout=300, check=False)
+        p = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp_path, env=env(1), capture_output=True,
+                           text=True, timeout=300, check=False)
         assert p.returncode == 0, (cmd, p.stderr[-2000:])
         assert "Traceback" not in p.stderr
     assert len(read_predictions(tmp_path / "new_scans.csv")[0]) == 3
