@@ -106,3 +106,11 @@ def test_split_file_ragged_or_huge_is_one_line(tmp_path, text, says):
     (tmp_path / "s.json").write_text(text)
     with pytest.raises(UserError, match=says):
         load_split_file(tmp_path / "s.json", 40)
+
+
+@pytest.mark.parametrize("args", [["--port", "http"], ["--cycle", "last"]])
+def test_annotate_bad_argument_types_are_one_line(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as e:
+        annotate_main(["--workdir", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "invalid int value" in err, err
