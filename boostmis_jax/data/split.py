@@ -21,7 +21,7 @@ import numpy as np
 
 from boostmis_jax.data.validate import cfg_get, check_data_options, one_line, warn_split_classes
 from boostmis_jax.errors import UserError, boundary
-from boostmis_jax.fsutil import atomic_write_text
+from boostmis_jax.fsutil import atomic_write_text, kind_of
 
 SPLIT_NAME = "split.json"
 BALANCES = ("stratified", "balanced")
@@ -246,6 +246,8 @@ def load_split_file(path: str | os.PathLike, num_train: int) -> np.ndarray:
     Returns sorted int64 indices; rejects empty, duplicate, non-integer or out-of-range entries.
     """
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: is {kind_of(path)}, not a split file; pass --config.data.split_file=<file>")
     if not path.is_file():
         raise UserError(f"{path}: split file not found; "
                         "pass --config.data.split_file=<.json/.npy/.txt> or ''")
