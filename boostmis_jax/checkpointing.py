@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, cap
 from boostmis_jax.workdir import MB, WorkdirLock, folder_size, latest_checkpoint, mount_point
 
 logging.getLogger("absl").setLevel(logging.WARNING)
@@ -131,7 +131,7 @@ class Checkpointer:
         try:
             out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            msg = _library_message(e)
             raise UserError(f"checkpoint {self.dir / str(step)} cannot be read ({msg}); move that folder "
                             f"aside to resume from an older step, or use a new --workdir") from None
         return step, dict(out["meta"])
@@ -147,7 +147,7 @@ class Checkpointer:
             out = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
         except Exception as e:  # noqa: BLE001  orbax raises many types for truncated/foreign files
-            msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            msg = _library_message(e)
             raise UserError(f"checkpoint {self.dir / str(step)} is corrupt or does not match this config "
                             f"({msg}); delete that folder to fall back to an older step, or use a new "
                             f"--workdir") from None
@@ -179,6 +179,12 @@ class Checkpointer:
                     self.lock.release()
 
 
+def _library_message(e: BaseException) -> str:
+    """orbax/tensorstore's first line without its 'See full TensorStore details: <bound method ...>' tail."""
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return cap(re.sub(r"\.?\s*See full TensorStore details:.*", "", first), 160)
+
+
 # What a run leaves beside its checkpoints once it trained (the folder is made before any of these).
 RUN_OUTPUTS = ("summary.json", "model", "metrics.jsonl", "test_predictions.csv")
 
@@ -190,7 +196,8 @@ def _refuse_lost_checkpoints(ckpt_dir: Path) -> None:
         return
     found = [n for n in RUN_OUTPUTS if (ckpt_dir.parent / n).exists()]
     if found:
-        raise UserError(f"{ckpt_dir}: missing, but {ckpt_dir.parent} holds a run's outputs ({', '.join(found)}); "
+        raise UserError(f"{ckpt_dir}: missing, but {ckpt_dir.parent} holds a run's outputs "
+                        f"({', '.join(found)}); "
                         "restore the checkpoints folder to resume, or use a new --workdir (or delete those "
                         "outputs) to train from scratch")
 

@@ -62,8 +62,8 @@ def missing_get_config(e: BaseException, path: str | None) -> str | None:
     """config_flags imports the file under a made-up module name ('config_config') and asks it for
     get_config: name the user's file and the function it lacks instead."""
     if isinstance(e, AttributeError) and "get_config" in str(e) and path:
-        return (f"--config file {path} defines no get_config(); add `def get_config():` returning the config, "
-                "as configs/demo.py does")
+        return (f"--config file {path} defines no get_config(); add `def get_config():` returning the "
+                "config, as configs/demo.py does")
     return None
 
 

@@ -181,6 +181,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
         need(isinstance(sizes, (tuple, list)) and len(sizes) > 0 and all(
             isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in sizes), key,
             "must be a non-empty list of layer widths, each an integer in 1..65536")
+    need(0 <= number("data.image_size") <= 8192 and float(number("data.image_size")).is_integer(),
+         "data.image_size", "must be an integer in 0..8192 (0 = keep the images' size)")
     need(number("train.lr") > 0, "train.lr", "must be > 0")
     need(number("train.weight_decay") >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= number("train.momentum") < 1, "train.momentum", "must be in [0, 1)")
@@ -234,7 +236,8 @@ def check_data_options(cfg: Any) -> None:
             raise UserError(f"data.{key}: {value!r} is not a number; pass --config.data.{key}=<number>")
     width, center = float(cfg_get(cfg, "window_width")), float(cfg_get(cfg, "window_center"))
     if width < 0:
-        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 (or 0 = the file's window)")
+        raise UserError(f"data.window_width: {width} is negative; pass a width > 0 "
+                        "(or 0 = the file's window)")
     if width == 0 and center != 0:
         raise UserError(f"data.window_center={center} needs data.window_width; pass "
                         "--config.data.window_width=<width> too (0 for both = the file's own window)")

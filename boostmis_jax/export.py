@@ -224,7 +224,8 @@ def _check_meta(meta: Any, where: Path) -> None:
     rank = 3 if kind == "image" else 1
     if (not isinstance(shape, list) or len(shape) != rank
             or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 20 for d in shape)):
-        raise bad("data.input_shape", shape, f"{rank} positive integers" + (" (H, W, C)" if rank == 3 else ""))
+        raise bad("data.input_shape", shape,
+                  f"{rank} positive integers" + (" (H, W, C)" if rank == 3 else ""))
     if kind == "image" and shape[-1] not in (1, 3):
         raise bad("data.input_shape", shape, "images have 1 or 3 channels")
     size = data.get("image_size", 0)
@@ -234,8 +235,9 @@ def _check_meta(meta: Any, where: Path) -> None:
     stats = ("mean", "std") + (("feature_mean", "feature_std") if kind == "features" else ())
     for key in stats:
         v = data.get(key)
-        if (not isinstance(v, list) or len(v) not in (1, width)
-                or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in v)):
+        numbers = isinstance(v, list) and all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) for f in v)
+        if not numbers or len(v) not in (1, width):
             raise bad(f"data.{key}", v, f"a list of {'1' if width == 1 else f'1 or {width}'} finite numbers")
         if key.endswith("std") and min(v) <= 0:
             raise bad(f"data.{key}", v, "standard deviations must be > 0")
@@ -271,8 +273,8 @@ def load_model(model_dir: str | os.PathLike) -> PortableModel:
     target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), target)
     arrays = _orbax_path(path / ARRAYS)
     if not arrays.is_dir():
-        raise UserError(f"{path / ARRAYS}: weights folder missing; copy the whole model/ folder, or export it "
-                        "again")
+        raise UserError(f"{path / ARRAYS}: weights folder missing; copy the whole model/ folder, or export "
+                        "it again")
     import orbax.checkpoint as ocp
     with boundary(path / ARRAYS, "copy the whole model/ folder, or export it again", "weights unreadable"), \
             quiet_logs("absl", "asyncio"):
@@ -289,7 +291,8 @@ def load_model(model_dir: str | os.PathLike) -> PortableModel:
                          std=np.asarray(data["std"], np.float32), feature_mean=arr("feature_mean"),
                          feature_std=arr("feature_std"), class_names=names,
                          dicom=DicomOptions(float(data.get("window_center", 0.0)),
-                                            float(data.get("window_width", 0.0)), int(data.get("dicom_frame", -1))),
+                                            float(data.get("window_width", 0.0)),
+                                            int(data.get("dicom_frame", -1))),
                          meta=meta)
 
 

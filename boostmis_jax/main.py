@@ -103,10 +103,11 @@ def _out_of_memory(e: BaseException, cfg: ConfigDict) -> str | None:
         return None
     where = "host" if isinstance(e, MemoryError) else "device"
     t = cfg.train
-    return (f"out of {where} memory with train.batch_size={t.batch_size} (x{1 + int(cfg.ssl.uratio)} rows per "
-            f"step with ssl.uratio={cfg.ssl.uratio}), train.eval_batch_size={t.eval_batch_size}, "
-            f"al.chunk={cfg.al.chunk}; lower them (e.g. --config.train.batch_size={max(1, t.batch_size // 4)}) or "
-            f"use a smaller model or data.image_size; re-run the same command to resume")
+    smaller = max(1, int(t.batch_size) // 4)
+    return (f"out of {where} memory with train.batch_size={t.batch_size} (x{1 + int(cfg.ssl.uratio)} rows "
+            f"per step with ssl.uratio={cfg.ssl.uratio}), train.eval_batch_size={t.eval_batch_size}, "
+            f"al.chunk={cfg.al.chunk}; lower them (e.g. --config.train.batch_size={smaller}) or use a smaller "
+            "model or data.image_size; re-run the same command to resume")
 
 
 def main(argv: list[str]) -> None:

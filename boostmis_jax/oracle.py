@@ -154,8 +154,8 @@ def report_edited(workdir: str | os.PathLike, before: int, labels: LabelSpace) -
             now = None
         if now != used:
             changed = sorted(i for i in set(used) | set(now or {}) if (now or {}).get(i) != used.get(i))
-            what = (f"rows with index {', '.join(map(str, changed[:5]))}" + (" ..." if len(changed) > 5 else "")
-                    if now is not None else "it no longer reads as valid answers")
+            shown = ", ".join(map(str, changed[:5])) + (" ..." if len(changed) > 5 else "")
+            what = f"rows with index {shown}" if now is not None else "it no longer reads as valid answers"
             print(f"warning: {paths.csv} was edited after the run read it ({what}); the run keeps the labels "
                   "it read then (a read cycle's CSV is not read again)", file=sys.stderr)
 
@@ -188,7 +188,8 @@ class LabelSpace:
 
         # Class names that are numbers other than their own ids (folders "1" and "2" are ids 0 and 1): a cell
         # "1" could mean either, so such a space reads and writes labels by NAME only, and says so.
-        self.by_name_only = any(_as_int(c) is not None and _as_int(c) != i for i, c in enumerate(self.class_names))
+        self.by_name_only = any(_as_int(c) is not None and _as_int(c) != i
+                                for i, c in enumerate(self.class_names))
 
     def name(self, k: int) -> str:
         return self.class_names[k] if 0 <= k < self.num_classes else str(k)
@@ -242,8 +243,8 @@ def read_rows(csv_path: str | os.PathLike) -> list[CsvRow]:
     """Parse a query CSV as a spreadsheet may save it (BOM, ';' delimiter, blank trailing rows)."""
     csv_path = Path(csv_path)
     if csv_path.exists() and not csv_path.is_file():
-        raise UserError(f"{csv_path}: {kind_of(csv_path)} where the query CSV belongs; move it away and re-run "
-                        "the main command (it writes the CSV again)")
+        raise UserError(f"{csv_path}: {kind_of(csv_path)} where the query CSV belongs; move it away and "
+                        "re-run the main command (it writes the CSV again)")
     try:
         text = csv_path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often add a BOM
     except UnicodeDecodeError:
@@ -503,7 +504,8 @@ class FilesOracle:
             print(self._instructions(paths, workdir, len(queries)), flush=True)
             return None
         answers = read_answers(paths.csv, queries, self.labels)
-        atomic_write_text(paths.consumed, json.dumps({"answers": {str(k): v for k, v in answers.items()}}) + "\n")
+        record = {"answers": {str(k): v for k, v in answers.items()}}
+        atomic_write_text(paths.consumed, json.dumps(record) + "\n")
         return answers
 
 

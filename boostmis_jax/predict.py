@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, cap
 
 EXIT_USER_ERROR = 2
 SPLITS = ("train", "val", "test")
@@ -197,7 +197,8 @@ def predict_probs(pm, x: np.ndarray, batch_size: int) -> np.ndarray:
 
     mesh = parallel.make_mesh()
     n_dev = mesh.devices.size
-    batch = -(-max(1, int(batch_size)) // n_dev) * n_dev
+    # No batch larger than the inputs (rounded up to the devices): padding beyond them is memory for nothing.
+    batch = -(-max(1, min(int(batch_size), len(x))) // n_dev) * n_dev
     fwd = make_predict(pm.model, pm.kind, pm.mean, pm.std)
     rep = parallel.replicated(mesh)
     probs_fn = jax.jit(lambda v, xb: jax.nn.softmax(fwd(v, xb)[0], -1), out_shardings=rep)
@@ -238,8 +239,9 @@ def run(model: str, input_path: str, output: str | None = None, split: str | Non
     pm = load_model(model)
     inputs = read_input(pm, Path(input_path).expanduser(), split)
     out = Path(output).expanduser() if output else Path.cwd() / f"{inputs.name}.predictions.csv"
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; pass --output <file.csv>")
+    if out.exists() and not out.is_file():
+        from boostmis_jax.fsutil import kind_of
+        raise UserError(f"{out}: is {kind_of(out)}; pass --output <file.csv>")
     probs = predict_probs(pm, inputs.x, batch_size)
     metrics = _write(out, inputs, probs, pm)
     print(f"predicted {len(inputs.ids)} rows of {inputs.where} with {pm.path} -> {out}")
@@ -268,10 +270,17 @@ def main(argv: list[str] | None = None) -> int:
                                                         "(default test)")
     parser.add_argument("--batch-size", type=int, default=256, help="rows per device batch, all devices")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        print(f"error: --batch-size {args.batch_size}: must be >= 1 (rows per batch)", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         run(args.model or args.workdir, args.input, args.output, args.split, args.batch_size)
     except UserError as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"error: {cap(str(e), 2000)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except MemoryError:
+        print(f"error: out of memory predicting {args.input} with --batch-size {args.batch_size}; pass a "
+              "smaller --batch-size, or fewer (or smaller) inputs at a time", file=sys.stderr)
         return EXIT_USER_ERROR
     return 0
 

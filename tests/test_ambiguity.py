@@ -50,7 +50,8 @@ def test_numeric_class_names_are_read_as_names_never_as_ids(tmp_path):
 def test_split_folders_beside_other_folders_are_refused(tmp_path, extra):
     for split in ("train", "test", extra):
         write_folder(tmp_path / "d" / split, 3)
-    with pytest.raises(UserError, match=f"split folders \\(test, train\\) beside other folders \\({extra}\\)"):
+    says = f"split folders \\(test, train\\) beside other folders \\({extra}\\)"
+    with pytest.raises(UserError, match=says):
         load_dataset(data_cfg(tmp_path / "d"))
 
 
@@ -78,11 +79,17 @@ def test_deleted_checkpoints_beside_outputs_refuse(tmp_path, output):
 
 
 def test_an_edit_to_a_read_csv_is_reported_and_its_page_refused(tmp_path, capsys):
+    from boostmis_jax.annotate.server import ApiError
+
     oracle = FilesOracle(2, ["a", "b"], None, command=["true"])
     oracle.answer(0, QUERIES, tmp_path)
     csv = cycle_paths(0, tmp_path).csv
+    page = Annotator(tmp_path, 0)  # open while the run reads the CSV
     fill(csv, {3: "a", 8: "b"})
     assert oracle.answer(0, QUERIES, tmp_path) == {3: 0, 8: 1}
+    version = {r["index"]: r["version"] for r in page.state()["rows"]}[3]
+    with pytest.raises(ApiError, match="already read"):
+        page.answer(3, 1, version)
     csv.write_text(csv.read_text().replace("b.png,bus,0.4,1,b,b", "b.png,bus,0.4,1,b,a"))
     later = [Query(index=5, id="c.png", selector="aus", score=0.3, predicted=0)]
     capsys.readouterr()

@@ -49,7 +49,8 @@ def test_damaged_deflate_npz_as_predict_input_is_one_line(tmp_path, capsys):
     dcfg = data_cfg(tmp_path / "ok.npz", source="medmnist_npz")
     model = export(tmp_path, load_dataset(dcfg), dcfg)
     damaged_npz(tmp_path / "d.npz", "test")
-    rc, _, err = call(["--model", model, "--input", tmp_path / "d.npz", "--output", tmp_path / "p.csv"], capsys)
+    rc, _, err = call(["--model", model, "--input", tmp_path / "d.npz", "--output", tmp_path / "p.csv"],
+                      capsys)
     assert rc == 2 and "d.npz" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "p.csv").exists()
 
@@ -96,3 +97,20 @@ def test_npz_members_a_source_does_not_use_are_never_read(tmp_path):
         z.writestr("unused.npy", b"not an array at all")
     ds = load_dataset(data_cfg(tmp_path / "m.npz", source="medmnist_npz"))
     assert len(ds.train_y) + len(ds.val_y) + len(ds.test_y) == 30
+
+
+@pytest.mark.parametrize("text,says", [("[[1, 2], [3]]", "not a flat list"), ("[1e30]", r"index 1e\+30 ")])
+def test_split_file_ragged_or_huge_is_one_line(tmp_path, text, says):
+    from boostmis_jax.data.split import load_split_file
+
+    (tmp_path / "s.json").write_text(text)
+    with pytest.raises(UserError, match=says):
+        load_split_file(tmp_path / "s.json", 40)
+
+
+@pytest.mark.parametrize("args", [["--port", "http"], ["--cycle", "last"]])
+def test_annotate_bad_argument_types_are_one_line(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as e:
+        annotate_main(["--workdir", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "invalid int value" in err, err

@@ -725,7 +725,8 @@ def test_one_based_labels_are_an_error_naming_class_0(tmp_path):
 
 def test_empty_class_with_num_classes_set_is_a_warning(tmp_path, capsys):
     path = tmp_path / "one_based.npz"
-    np.savez(path, train_images=np.arange(320, dtype=np.uint8).reshape(20, 4, 4), train_labels=labels(20, 2) + 1)
+    np.savez(path, train_images=np.arange(320, dtype=np.uint8).reshape(20, 4, 4),
+             train_labels=labels(20, 2) + 1)
     ds = load_dataset(make_cfg("medmnist_npz", path, num_classes=3))
     assert ds.num_classes == 3
     err = capsys.readouterr().err

@@ -55,8 +55,17 @@ def test_a_folder_where_the_query_csv_belongs(tmp_path):
 def test_config_file_without_get_config_names_the_file(tmp_path):
     cfg = tmp_path / "mine.py"
     cfg.write_text("x = 1\n")
-    p = subprocess.run([sys.executable, "-m", "boostmis_jax.main", f"--config={cfg}", f"--workdir={tmp_path}/w"],
-                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300, check=False)
+    p = subprocess.run([sys.executable, "-m", "boostmis_jax.main", f"--config={cfg}",
+                        f"--workdir={tmp_path}/w"], cwd=ROOT, env=env(), capture_output=True, text=True,
+                       timeout=300, check=False)
     assert p.returncode == 2
     last = p.stderr.strip().splitlines()[-1]
     assert str(cfg) in last and "get_config()" in last and "config_config" not in last, p.stderr[-1000:]
+
+
+def test_a_folder_given_as_split_file_is_named(tmp_path):
+    from boostmis_jax.data.split import load_split_file
+
+    (tmp_path / "split.json").mkdir()
+    with pytest.raises(UserError, match="split.json: is a folder, not a split file"):
+        load_split_file(tmp_path / "split.json", 10)

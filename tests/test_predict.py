@@ -414,8 +414,8 @@ def test_readme_predict_examples_run_as_written(tmp_path):
         Image.fromarray(x[i]).save(tmp_path / "new_scans" / f"{i}.png")
     for cmd in readme_predict_commands():
         assert cmd[:3] == ["python", "-m", "boostmis_jax.predict"]
-        p = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp_path, env=env(1), capture_output=True, text=True,
-                           timeout=300, check=False)
+        p = subprocess.run([sys.executable, *cmd[1:]], cwd=tmp_path, env=env(1), capture_output=True,
+                           text=True, timeout=300, check=False)
         assert p.returncode == 0, (cmd, p.stderr[-2000:])
         assert "Traceback" not in p.stderr
     assert len(read_predictions(tmp_path / "new_scans.csv")[0]) == 3
@@ -449,3 +449,20 @@ def test_hand_edited_model_json_is_one_line(tmp_path, image_model, capsys, field
     assert says in err and "model.json" in err or "arrays" in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_batch_size_and_output_neighbours(tmp_path, image_model, capsys):
+    """--batch-size 0 is refused; a huge one is capped at the inputs (no 93 GiB padding); an output that is
+    a FIFO is named as one and left alone."""
+    import os
+    model_dir, _ = image_model
+    img = tmp_path / "in"
+    write_folder(img, 2)
+    rc, _, err = call(["--model", model_dir, "--input", img, "--batch-size", "0"], capsys)
+    assert rc == 2 and "--batch-size 0" in err
+    rc, _, err = call(["--model", model_dir, "--input", img, "--batch-size", "100000000000", "--output",
+                       tmp_path / "p.csv"], capsys)
+    assert rc == 0, err
+    os.mkfifo(tmp_path / "fifo.csv")
+    rc, _, err = call(["--model", model_dir, "--input", img, "--output", tmp_path / "fifo.csv"], capsys)
+    assert rc == 2 and "is a FIFO" in err and (tmp_path / "fifo.csv").exists()

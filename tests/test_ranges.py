@@ -66,6 +66,14 @@ def test_out_of_memory_is_one_line_naming_the_sizes():
 
     cfg = defaults.get_config()
     cfg.train.batch_size = 100_000
-    line = _out_of_memory(RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 80000000000 bytes."), cfg)
+    oom = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 80000000000 bytes.")
+    line = _out_of_memory(oom, cfg)
     assert "train.batch_size=100000" in line and "--config.train.batch_size=25000" in line
     assert _out_of_memory(RuntimeError("some bug"), cfg) is None
+
+
+def test_image_size_is_bounded():
+    cfg = defaults.get_config()
+    cfg.data.image_size = 100_000
+    with pytest.raises(UserError, match="config data.image_size=100000"):
+        defaults.validate(cfg)

@@ -15,9 +15,15 @@ from boostmis_jax.errors import UserError
 EXIT_USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        print(f"error: {message}; see python -m boostmis_jax.annotate --help", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m boostmis_jax.annotate",
-                                description="Label the files oracle's queries in a browser.")
+    p = _Parser(prog="python -m boostmis_jax.annotate",
+                description="Label the files oracle's queries in a browser.")
     p.add_argument("--workdir", required=True, help="the run's --workdir (holds queries/cycle_N.csv)")
     p.add_argument("--cycle", type=int, default=None, help="cycle to annotate (default: the latest)")
     p.add_argument("--host", default="127.0.0.1",

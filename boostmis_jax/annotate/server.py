@@ -146,6 +146,9 @@ class Annotator:
         # The thread lock orders this process's requests; the file lock orders every process's (two
         # pages on one workdir, a second browser's server): read-check-write is one step for all of them.
         with self._lock, file_lock(self.paths.csv.parent / LOCK_NAME):
+            if read_consumed(self.paths) is not None:  # the run read the CSV while this page was open
+                raise ApiError(HTTPStatus.CONFLICT, f"the run already read {self.paths.csv.name} and trained "
+                               "with it; a change here would not be used")
             rows = read_rows(self.paths.csv)
             current = validate_rows(self.paths.csv, rows, self.queries, self.labels, partial=True)
             if version != row_version(self.cycle, index, current.get(index)):
@@ -338,7 +341,8 @@ def bind_error(host: str, port: int, e: OSError) -> str:
         return (f"--host {host!r}: not a known host name ({e.strerror or e}); pass --host 127.0.0.1 (this "
                 "machine) or 0.0.0.0 (every interface)")
     if e.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is in use (another annotate?); pass another --port (0 picks a free one)"
+        return (f"port {port} on {host} is in use (another annotate?); pass another --port "
+                "(0 picks a free one)")
     if e.errno == errno.EACCES:
         return f"port {port}: binding it needs privileges; pass a --port above 1023 (0 picks a free one)"
     if e.errno == errno.EADDRNOTAVAIL:

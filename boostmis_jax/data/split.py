@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from boostmis_jax.data.validate import cfg_get, check_data_options, one_line, warn_split_classes
-from boostmis_jax.errors import UserError
-from boostmis_jax.fsutil import atomic_write_text
+from boostmis_jax.errors import UserError, boundary
+from boostmis_jax.fsutil import atomic_write_text, kind_of
 
 SPLIT_NAME = "split.json"
 BALANCES = ("stratified", "balanced", "random")
@@ -268,6 +268,8 @@ def load_split_file(path: str | os.PathLike, num_train: int) -> np.ndarray:
     Returns sorted int64 indices; rejects empty, duplicate, non-integer or out-of-range entries.
     """
     path = Path(path).expanduser()
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: is {kind_of(path)}, not a split file; pass --config.data.split_file=<file>")
     if not path.is_file():
         raise UserError(f"{path}: split file not found; "
                         "pass --config.data.split_file=<.json/.npy/.txt> or ''")
@@ -284,7 +286,8 @@ def load_split_file(path: str | os.PathLike, num_train: int) -> np.ndarray:
                             "save a 1-D int array with numpy.save") from None
     else:
         raise UserError(f"{path}: unknown split file type '{suffix}'; use .json, .npy or .txt")
-    arr = np.asarray(raw)
+    with boundary(path, "list integer row indices", "not a flat list of row indices"):
+        arr = np.asarray(raw)  # ragged nesting raises ValueError
     if arr.size == 0:
         raise UserError(f"{path}: split file lists no labeled rows; list at least one row index")
     if arr.ndim != 1:
@@ -299,6 +302,12 @@ def load_split_file(path: str | os.PathLike, num_train: int) -> np.ndarray:
             pos = int(np.argmax(bad))
             raise UserError(f"{path}: entry {pos} is {arr[pos]}, not an integer row index; "
                             "list integer row indices")
+    if np.issubdtype(arr.dtype, np.floating):  # compared as floats: 1e30 must not wrap around in the cast
+        far = (arr < 0) | (arr >= num_train)
+        if far.any():
+            pos = int(np.argmax(far))
+            raise UserError(f"{path}: index {arr[pos]:g} (entry {pos}) is outside [0, {num_train}); "
+                            "indices are rows of the training split")
     idx = arr.astype(np.int64)
     out = (idx < 0) | (idx >= num_train)
     if out.any():

@@ -48,7 +48,8 @@ def require_file(path: Path, hint: str) -> Path:
     if not path.exists():
         raise UserError(f"{show_path(path)}: file not found; pass --config.data.path=<{hint}>")
     if not path.is_file():
-        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a file; pass --config.data.path=<{hint}>")
+        raise UserError(f"{show_path(path)}: is {kind_of(path)}, expected a file; pass "
+                        f"--config.data.path=<{hint}>")
     return path
 
 
@@ -250,8 +251,8 @@ def check_num_classes(cfg: Any) -> int:
     if value < 0 or value == 1:
         raise UserError(f"data.num_classes: {value} is invalid; pass 0 (infer) or a value >= 2")
     if value > MAX_CLASSES:
-        raise UserError(f"data.num_classes: {value:,} classes is more than this tool supports ({MAX_CLASSES:,}); "
-                        "pass the real number of classes (0 infers it from the labels)")
+        raise UserError(f"data.num_classes: {value:,} classes is more than this tool supports "
+                        f"({MAX_CLASSES:,}); pass the real number of classes (0 infers it from the labels)")
     return value
 
 
