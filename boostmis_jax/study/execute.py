@@ -287,11 +287,23 @@ def _execute_here(plan, summaries, todo, failed, on_result, records, say, eta, t
 
 
 def _execute_workers(plan, summaries, todo, failed, on_result, records, say, workers, workdir, eta, t0) -> None:
+    """Workers claim the runs; this process polls for finished summaries and failure notes, writes the tables
+    after each, and on SIGINT/SIGTERM stops the workers (each checkpoints) and raises train.Interrupted."""
+    import signal
+
+    from boostmis_jax import train
+
+    stop: dict = {"sig": None}
+    old = {s: signal.signal(s, lambda signum, frame: stop.update(sig=signum)) for s in (signal.SIGINT,
+                                                                                       signal.SIGTERM)}
     procs, claims, _ = _spawn(Path(workdir), plan, todo, workers, say)
     pending = list(todo)
     started: dict[int, float] = {}
     try:
         while pending:
+            if stop["sig"] is not None:
+                say(f"[study] signal {stop['sig']}: stopping the workers (each checkpoints its run)")
+                raise train.Interrupted(stop["sig"], 0)
             alive = any(pr.poll() is None for pr, _ in procs)
             for i in list(pending):
                 if os.path.exists(os.path.join(claims, f"{i}.claim")):
@@ -323,11 +335,13 @@ def _execute_workers(plan, summaries, todo, failed, on_result, records, say, wor
                 pr.terminate()       # train.run checkpoints on SIGTERM; a rerun resumes
         for pr, log in procs:
             try:
-                pr.wait(timeout=120)
+                pr.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pr.kill()
             log.close()
         shutil.rmtree(claims, ignore_errors=True)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":
