@@ -191,7 +191,8 @@ def worker_main(queue_path: str, claims: str, worker: int) -> int:
         os.close(fd)
         cfg = ml_collections.ConfigDict(e["config"])
         name = f"{e['method']} seed {e['seed']}"
-        print(f"[worker {worker}] {name}: {e['labels']} labels, {e['steps']} steps -> {e['workdir']}", flush=True)
+        print(f"[worker {worker}] {name}: {e['labels']} labels, {e['steps']} steps -> {e['workdir']}",
+              flush=True)
         try:
             summary = train.run(cfg, e["workdir"])
             if summary.get("status") == "waiting_for_labels":
@@ -216,17 +217,17 @@ def _spawn(workdir: Path, plan: list[PlannedRun], todo: list[int], n: int, say) 
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / n:.3f}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax",
-                                                             "xla"))
+    env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                   os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
     env["PYTHONUNBUFFERED"] = "1"
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     procs = []
     for k in range(n):
         log = open(logs / f"worker{k}.log", "a")
-        procs.append((subprocess.Popen([sys.executable, "-m", "boostmis_jax.study.execute", "--worker",
-                                        str(queue), str(claims), str(k)], stdout=log, stderr=subprocess.STDOUT,
-                                       env=env), log))
+        cmd = [sys.executable, "-m", "boostmis_jax.study.execute", "--worker", str(queue), str(claims),
+               str(k)]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     say(f"[study] {n} workers on {len(todo)} runs (logs: {logs}/worker<k>.log)")
     return procs, str(claims), logs
 
@@ -282,11 +283,13 @@ def _execute_here(plan, summaries, todo, failed, on_result, records, say, eta, t
         eta.record(p, time.time() - t_run)
         summaries[i] = summary
         say(f"{head} done in {hms(time.time() - t_run)}: test balanced acc. "
-            f"{summary['test']['balanced_accuracy']:.4f} ({summary['labeled']} labels, {summary['steps']} steps)")
+            f"{summary['test']['balanced_accuracy']:.4f} ({summary['labeled']} labels, "
+            f"{summary['steps']} steps)")
         on_result(records())
 
 
-def _execute_workers(plan, summaries, todo, failed, on_result, records, say, workers, workdir, eta, t0) -> None:
+def _execute_workers(plan, summaries, todo, failed, on_result, records, say, workers, workdir, eta,
+                     t0) -> None:
     """Workers claim the runs; this process polls for finished summaries and failure notes, writes the tables
     after each, and on SIGINT/SIGTERM stops the workers (each checkpoints) and raises train.Interrupted."""
     import signal
