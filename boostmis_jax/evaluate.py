@@ -136,7 +136,8 @@ def threshold_metrics(val_probs: np.ndarray, val_labels: np.ndarray, test_probs:
                 else nan, "val_threshold": None}
     s = np.unique(np.asarray(val_probs, np.float64)[:, 1])
     candidates = np.unique(np.r_[0.5, (s[1:] + s[:-1]) / 2.0, s[0] - 1e-9, s[-1] + 1e-9])
-    scores = [_macro_f1(val_labels, (np.asarray(val_probs)[:, 1] > t).astype(np.int64), 2) for t in candidates]
+    p1 = np.asarray(val_probs)[:, 1]
+    scores = [_macro_f1(val_labels, (p1 > t).astype(np.int64), 2) for t in candidates]
     t = float(candidates[int(np.argmax(scores))])
     preds = (np.asarray(test_probs)[:, 1] > t).astype(np.int64)
     return {"macro_f1_val_threshold": _macro_f1(test_labels, preds, 2), "val_threshold": t}

@@ -3,7 +3,7 @@ pneumonia), every arm on the same budget curve (equal arms: boostmis_jax/study/m
 
   python -m boostmis_jax.study --config configs/study_pneumonia.py --workdir runs/study_pneumonia
   python -m boostmis_jax.study --config configs/study_pneumonia.py --workdir DIR --config.study.preset=gpu
-  ... --config.study.train_minority=0.1     # the normal class cut to 10% of train (one cut per seed); 0.02: 2%
+  ... --config.study.train_minority=0.1   # normal cut to 10% of train (one cut per seed); 0.02: 2%
 
 The data is read from ../shared/data/pneumoniamnist.npz beside this checkout (or --config.data.path=...).
 cpu: the core arms x 10 seeds, a small CNN, 300 + 3 x 100 steps (estimated ~80 min on 2 CPU cores from the
@@ -26,8 +26,8 @@ def get_config(preset: str = "cpu"):
     c.data.path = str(DATA)
     c.data.num_labels = 48              # ~1% of 4708 train rows
     c.data.label_balance = "random"     # drawn without reading labels, as a user would
-    c.data.test_from_train = 0.15       # the primary test: 15% of train (stratified, seed 0), the shipped test
-    #                                     split (37.5% normal vs 25.8% in train) reported beside it (official/*)
+    c.data.test_from_train = 0.15       # the primary test: 15% of train (stratified, seed 0); the shipped
+    #                                     test (37.5% normal vs 25.8% in train) reported beside it (official/*)
     c.al.budget = 16                    # K per selector: 32 annotated per round
     c.al.cycles = 3
     c.model.name = "cnn"

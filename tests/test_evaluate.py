@@ -122,7 +122,8 @@ def test_minority_recall_and_auprc_match_sklearn():
     assert minority_class(train_y, 3) == 1
     m = classification_metrics(probs, y, 3, minority=1)
     assert m["minority_class"] == 1
-    assert m["minority_recall"] == pytest.approx(recall_score(y, probs.argmax(1), labels=[1], average=None)[0])
+    want = recall_score(y, probs.argmax(1), labels=[1], average=None)[0]
+    assert m["minority_recall"] == pytest.approx(want)
     assert m["minority_auprc"] == pytest.approx(average_precision_score(y == 1, probs[:, 1]))
     rarest_in_test = int(np.argmin(np.bincount(y, minlength=3)))
     assert classification_metrics(probs, y, 3)["minority_class"] == rarest_in_test

@@ -71,7 +71,8 @@ def test_two_workers_give_the_records_of_one(micro, tmp_path):
     assert "[study] 2 workers on 4 runs" in p.stdout
     one = {(r["method"], r["seed"]): r for r in json.loads((workdir / "study.json").read_text())["runs"]}
     two = json.loads((tmp_path / "study.json").read_text())["runs"]
-    assert [(r["method"], r["seed"]) for r in two] == [(m, s) for s in (0, 1) for m in ("supervised", "boostmis")]
+    assert [(r["method"], r["seed"]) for r in two] == [(m, s) for s in (0, 1)
+                                                       for m in ("supervised", "boostmis")]
     for r in two:
         want = one[(r["method"], r["seed"])]
         assert r["test"] == want["test"] and r["curve"] == want["curve"] and r["labeled"] == want["labeled"]

@@ -95,8 +95,8 @@ def test_presets_and_user_overrides():
 
     cfg = resolve_preset(None, str(ROOT / "configs/study_digits.py"),
                          {"study.preset": "gpu", "train.steps": 7, "study.seeds": "4"})
-    assert (cfg.study.preset, tuple(cfg.model.widths), cfg.train.steps, cfg.study.seeds) == ("gpu", (32, 64, 128),
-                                                                                             7, "4")
+    got = (cfg.study.preset, tuple(cfg.model.widths), cfg.train.steps, cfg.study.seeds)
+    assert got == ("gpu", (32, 64, 128), 7, "4")
     with pytest.raises(UserError, match="preset"):
         resolve_preset(None, str(ROOT / "configs/study_digits.py"), {"study.preset": "huge"})
     for name in ("pneumonia", "digits", "features"):
@@ -138,8 +138,11 @@ def test_example_data_is_written_in_the_layouts_the_loaders_read(tmp_path):
 
 def test_minority_cut_is_one_seeded_cut_per_seed(tmp_path):
     rng = np.random.default_rng(1)
+    def labels(n, sp):
+        return rng.permutation(np.arange(n) % 4 < 1 + 2 * (sp == "train"))[:, None].astype(int)
+
     arrays = {f"{sp}_{k}": (rng.integers(0, 255, (n, 8, 8), dtype=np.uint8) if k == "images"
-                            else rng.permutation(np.arange(n) % 4 < 1 + 2 * (sp == "train"))[:, None].astype(int))
+                            else labels(n, sp))
               for sp, n in (("train", 400), ("val", 40), ("test", 60)) for k in ("images", "labels")}
     src = tmp_path / "src.npz"
     np.savez(src, **arrays)

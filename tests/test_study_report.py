@@ -12,7 +12,8 @@ def record(method, seed, curve, test_extra=None):
             "val_macro_f1": v, "labeled_per_class": [n // 2, n - n // 2]}
            for i, (n, v) in enumerate(zip((10, 20, 40), curve, strict=True))]
     t = {"accuracy": curve[-1], "balanced_accuracy": curve[-1], "macro_f1": curve[-1] - 0.05, "auc": 0.9,
-         "ece": 0.1, "per_class_recall": [0.5, 0.5], "confusion_matrix": [[3, 1], [0, 4]], **(test_extra or {})}
+         "ece": 0.1, "per_class_recall": [0.5, 0.5], "confusion_matrix": [[3, 1], [0, 4]],
+         **(test_extra or {})}
     return {"method": method, "seed": seed, "labeled": 40, "steps": 50, "wall_time_s": 2.0, "test": t,
             "val": t, "curve": pts}
 
@@ -55,10 +56,11 @@ def test_comparisons_pair_seeds_against_both_references_with_holm_over_the_table
     fam = [table["boostmis"]["random_all"]["wilcoxon_p"], table["boostmis"]["fixmatch"]["wilcoxon_p"],
            table["random_all"]["fixmatch"]["wilcoxon_p"]]
     want = stats.holm(fam)
-    assert [table["boostmis"]["random_all"]["holm_p"], c["holm_p"], table["random_all"]["fixmatch"]["holm_p"]] == \
-        pytest.approx(want)
+    got = [table["boostmis"]["random_all"]["holm_p"], c["holm_p"], table["random_all"]["fixmatch"]["holm_p"]]
+    assert got == pytest.approx(want)
     assert table["random_all"]["boostmis"]["holm_p"] == table["boostmis"]["random_all"]["holm_p"]
-    assert table["random_all"]["boostmis"]["delta"] == pytest.approx(-table["boostmis"]["random_all"]["delta"])
+    back, forth = table["random_all"]["boostmis"], table["boostmis"]["random_all"]
+    assert back["delta"] == pytest.approx(-forth["delta"])
 
 
 def test_study_document_and_markdown():
@@ -81,7 +83,9 @@ def test_study_document_and_markdown():
 def test_plots_draw_curves_with_bands(tmp_path):
     from boostmis_jax.study import plots
 
-    xs, ys, lo, hi = plots.curve_band([r for r in hand_runs() if r["method"] == "boostmis"], "balanced_accuracy")
-    assert xs == [10, 20, 40] and ys[-1] == pytest.approx(0.82) and lo[-1] < ys[-1] < hi[-1] and lo[0] == ys[0]
+    xs, ys, lo, hi = plots.curve_band([r for r in hand_runs() if r["method"] == "boostmis"],
+                                      "balanced_accuracy")
+    assert xs == [10, 20, 40] and ys[-1] == pytest.approx(0.82)
+    assert lo[-1] < ys[-1] < hi[-1] and lo[0] == ys[0]
     plots.plot_curves(tmp_path / "c.png", hand_runs(), ["boostmis", "fixmatch"], "balanced_accuracy")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -76,8 +76,9 @@ def labeled_split(y: np.ndarray, num_labels: int, seed: int, *, balance: str = "
     """Seeded labeled subset of the training rows, >= 1 per class present in `y`.
 
     balance="stratified": per-class counts proportional to the class sizes; "balanced": equal counts per
-    class; "random": a plain random draw that never reads `y` (no per-class minimum) (the BoostMIS release starts MESCC from 250 per class), a class too small for its share is taken
-    whole. With `groups` (one patient id per row) whole patients are drawn, so the labeled set holds about
+    class (the BoostMIS release starts MESCC from 250 per class), a class too small for its share is taken
+    whole; "random": a plain random draw that never reads `y` (no per-class minimum). With `groups` (one
+    patient id per row) whole patients are drawn, so the labeled set holds about
     `num_labels` rows (never more than the request plus the one patient a class may need).
     Returns sorted int64 indices into `y`.
     """

@@ -1,4 +1,5 @@
-"""python -m boostmis_jax.study --config configs/study_*.py --workdir DIR [--config.KEY=VALUE ...] [--dry_run]"""
+"""python -m boostmis_jax.study --config configs/study_*.py --workdir DIR [--config.KEY=VALUE ...]
+[--dry_run]"""
 from __future__ import annotations
 
 import os

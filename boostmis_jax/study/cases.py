@@ -127,12 +127,14 @@ def write_minority_cut(source: Path, share: float, datadir: Path, seed: int = 0)
     rest = int((y != rare).sum())
     keep_rare = max(1, round(share / (1 - share) * rest))
     if keep_rare >= counts.min():
-        raise UserError(f"study.train_minority={share:g}: class {rare} is already {counts.min() / len(y):.3f} "
+        raise UserError(f"study.train_minority={share:g}: class {rare} is already "
+                        f"{counts.min() / len(y):.3f} "
                         f"of train; pass a smaller share")
     rng = np.random.default_rng(seed)
     kept = np.sort(np.concatenate([np.flatnonzero(y != rare),
                                    rng.permutation(np.flatnonzero(y == rare))[:keep_rare]]))
-    arrays["train_images"], arrays["train_labels"] = arrays["train_images"][kept], arrays["train_labels"][kept]
+    arrays["train_images"] = arrays["train_images"][kept]
+    arrays["train_labels"] = arrays["train_labels"][kept]
     _save_arrays(path, arrays)
     return path
 

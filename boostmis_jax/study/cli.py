@@ -43,8 +43,8 @@ def fix_protocol(workdir: Path, primary: str) -> None:
             old = None
         if old is not None and old != primary:
             raise UserError(f"study.primary={primary!r} but {workdir} was started with primary {old!r}; the "
-                            f"primary endpoint is fixed before a study runs: pass --config.study.primary={old} "
-                            f"or use a new --workdir")
+                            f"primary endpoint is fixed before a study runs: pass "
+                            f"--config.study.primary={old} or use a new --workdir")
         if old is not None:
             return
     workdir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,8 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *, com
         f"{meta['budget']}; primary {primary}; {meta['workers']}")
     if dry_run:
         for p in plan:
-            how = (f"{p.cfg.al.selectors} ({p.cfg.al.candidates}) K={p.cfg.al.budget} x {p.cfg.al.cycles} cycles"
+            how = (f"{p.cfg.al.selectors} ({p.cfg.al.candidates}) K={p.cfg.al.budget} x "
+                   f"{p.cfg.al.cycles} cycles"
                    if int(p.cfg.al.cycles) else "every label up front")
             say(f"  {p.name}: threshold={p.cfg.ssl.threshold}, {how}, {p.labels} labels, {p.steps} steps "
                 f"-> {p.workdir}")

@@ -191,7 +191,8 @@ def worker_main(queue_path: str, claims: str, worker: int) -> int:
         os.close(fd)
         cfg = ml_collections.ConfigDict(e["config"])
         name = f"{e['method']} seed {e['seed']}"
-        print(f"[worker {worker}] {name}: {e['labels']} labels, {e['steps']} steps -> {e['workdir']}", flush=True)
+        print(f"[worker {worker}] {name}: {e['labels']} labels, {e['steps']} steps -> {e['workdir']}",
+              flush=True)
         try:
             summary = train.run(cfg, e["workdir"])
             if summary.get("status") == "waiting_for_labels":
@@ -216,17 +217,17 @@ def _spawn(workdir: Path, plan: list[PlannedRun], todo: list[int], n: int, say) 
     env = dict(os.environ)
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / n:.3f}")
-    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax",
-                                                             "xla"))
+    env.setdefault("JAX_COMPILATION_CACHE_DIR",
+                   os.path.join(os.path.expanduser("~"), ".cache", "boostmis_jax", "xla"))
     env["PYTHONUNBUFFERED"] = "1"
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     procs = []
     for k in range(n):
         log = open(logs / f"worker{k}.log", "a")
-        procs.append((subprocess.Popen([sys.executable, "-m", "boostmis_jax.study.execute", "--worker",
-                                        str(queue), str(claims), str(k)], stdout=log, stderr=subprocess.STDOUT,
-                                       env=env), log))
+        cmd = [sys.executable, "-m", "boostmis_jax.study.execute", "--worker", str(queue), str(claims),
+               str(k)]
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     say(f"[study] {n} workers on {len(todo)} runs (logs: {logs}/worker<k>.log)")
     return procs, str(claims), logs
 
@@ -282,16 +283,30 @@ def _execute_here(plan, summaries, todo, failed, on_result, records, say, eta, t
         eta.record(p, time.time() - t_run)
         summaries[i] = summary
         say(f"{head} done in {hms(time.time() - t_run)}: test balanced acc. "
-            f"{summary['test']['balanced_accuracy']:.4f} ({summary['labeled']} labels, {summary['steps']} steps)")
+            f"{summary['test']['balanced_accuracy']:.4f} ({summary['labeled']} labels, "
+            f"{summary['steps']} steps)")
         on_result(records())
 
 
-def _execute_workers(plan, summaries, todo, failed, on_result, records, say, workers, workdir, eta, t0) -> None:
+def _execute_workers(plan, summaries, todo, failed, on_result, records, say, workers, workdir, eta,
+                     t0) -> None:
+    """Workers claim the runs; this process polls for finished summaries and failure notes, writes the tables
+    after each, and on SIGINT/SIGTERM stops the workers (each checkpoints) and raises train.Interrupted."""
+    import signal
+
+    from boostmis_jax import train
+
+    stop: dict = {"sig": None}
+    old = {s: signal.signal(s, lambda signum, frame: stop.update(sig=signum)) for s in (signal.SIGINT,
+                                                                                       signal.SIGTERM)}
     procs, claims, _ = _spawn(Path(workdir), plan, todo, workers, say)
     pending = list(todo)
     started: dict[int, float] = {}
     try:
         while pending:
+            if stop["sig"] is not None:
+                say(f"[study] signal {stop['sig']}: stopping the workers (each checkpoints its run)")
+                raise train.Interrupted(stop["sig"], 0)
             alive = any(pr.poll() is None for pr, _ in procs)
             for i in list(pending):
                 if os.path.exists(os.path.join(claims, f"{i}.claim")):
@@ -323,11 +338,13 @@ def _execute_workers(plan, summaries, todo, failed, on_result, records, say, wor
                 pr.terminate()       # train.run checkpoints on SIGTERM; a rerun resumes
         for pr, log in procs:
             try:
-                pr.wait(timeout=120)
+                pr.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pr.kill()
             log.close()
         shutil.rmtree(claims, ignore_errors=True)
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ PRIMARY_DEFAULT = "aubc/balanced_accuracy"
 @dataclasses.dataclass(frozen=True)
 class Method:
     """How one arm differs from the base config: its threshold, selector string, candidate pool and any
-    other keys (`overrides`, dotted). `all_labels`: every train row up front, no rounds (outside reference)."""
+    other keys (`overrides`, dotted). `all_labels`: every train row up front, no rounds (an outside
+    reference)."""
 
     title: str
     threshold: str

@@ -38,7 +38,9 @@ def curve_band(rs: list[dict], metric: str) -> tuple[list[float], list[float], l
                         and math.isfinite(p["test"][metric])], np.float64)
         if not v.size:
             continue
-        half = (float(student_t.ppf(0.975, v.size - 1)) * v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+        half = 0.0
+        if v.size > 1:
+            half = float(student_t.ppf(0.975, v.size - 1)) * v.std(ddof=1) / math.sqrt(v.size)
         xs.append(float(np.mean([p["labeled"] for p in pts])))
         ys.append(float(v.mean()))
         lo.append(float(v.mean()) - half)

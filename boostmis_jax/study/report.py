@@ -21,21 +21,23 @@ from boostmis_jax.study.methods import METHODS, PASSIVE_METHOD, REFERENCE_METHOD
 METRICS = ("balanced_accuracy", "macro_f1", "macro_f1_val_threshold", "auc", "minority_recall",
            "minority_auprc", "ece", "accuracy")
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced acc.", "macro_f1": "macro-F1",
-                "macro_f1_val_threshold": "macro-F1 @val thr.", "auc": "AUC", "minority_recall": "minority recall",
-                "minority_auprc": "minority AUPRC", "ece": "ECE"}
+                "macro_f1_val_threshold": "macro-F1 @val thr.", "auc": "AUC",
+                "minority_recall": "minority recall", "minority_auprc": "minority AUPRC", "ece": "ECE"}
 LOWER_IS_BETTER = ("ece",)
 KINDS = ("aubc", "final")
 OFFICIAL = ("balanced_accuracy", "macro_f1", "auc", "minority_recall")   # data.test_from_train: source's test
 ENDPOINTS = tuple(f"{k}/{m}" for k in KINDS for m in METRICS) + tuple(f"official/{m}" for m in OFFICIAL)
 TABLE_ENDPOINTS = ("aubc/balanced_accuracy", "final/balanced_accuracy", "aubc/macro_f1", "final/macro_f1",
-                   "final/macro_f1_val_threshold", "final/auc", "final/minority_recall", "final/minority_auprc",
+                   "final/macro_f1_val_threshold", "final/auc", "final/minority_recall",
+                   "final/minority_auprc",
                    "final/ece", "official/balanced_accuracy", "official/auc")
 
 
 def check_primary(primary: str) -> str:
     if primary not in ENDPOINTS:
         raise UserError(f"study.primary={primary!r}: choose aubc/<metric> or final/<metric> (metric from "
-                        f"{list(METRICS)}) or official/<metric>, e.g. --config.study.primary=aubc/balanced_accuracy")
+                        f"{list(METRICS)}) or official/<metric>, e.g. "
+                        f"--config.study.primary=aubc/balanced_accuracy")
     return primary
 
 
@@ -46,8 +48,8 @@ def endpoints(record: dict) -> dict[str, float | None]:
     for m in METRICS:
         v = record.get("test", {}).get(m)
         out[f"final/{m}"] = float(v) if v is not None and math.isfinite(float(v)) else None
-        out[f"aubc/{m}"] = (stats.aubc([p["labeled"] for p in curve], [p.get("test", {}).get(m) for p in curve])
-                            if curve else None)
+        ys = [p.get("test", {}).get(m) for p in curve]
+        out[f"aubc/{m}"] = stats.aubc([p["labeled"] for p in curve], ys) if curve else None
     official = record.get("test", {}).get("official") or {}
     for m in OFFICIAL:
         v = official.get(m)
@@ -72,7 +74,8 @@ def by_method(runs: list[dict]) -> dict[str, list[dict]]:
 
 def aggregate(runs: list[dict]) -> dict:
     """method -> endpoint -> mean/std/n over seeds."""
-    return {m: {e: mean_std([endpoints(r)[e] for r in rs]) for e in ENDPOINTS} for m, rs in by_method(runs).items()}
+    return {m: {e: mean_std([endpoints(r)[e] for r in rs]) for e in ENDPOINTS}
+            for m, rs in by_method(runs).items()}
 
 
 def comparisons(runs: list[dict], order: Sequence[str] | None = None,
@@ -144,7 +147,8 @@ def comparison_lines(comp: dict, endpoint: str, order: list[str]) -> list[str]:
              f"percentile bootstrap of the mean Δ ({stats.BOOTSTRAP_RESAMPLES} resamples, seed "
              f"{stats.BOOTSTRAP_SEED}); t CI: paired t; Wilcoxon signed-rank and sign test two-sided; Holm "
              f"across this table. A difference is claimed only where the 95% CI excludes 0.", "",
-             "| method | vs | n | Δ | 95% CI (bootstrap) | 95% CI (t) | Wilcoxon p | Holm p | sign p | W/L/T |",
+             "| method | vs | n | Δ | 95% CI (bootstrap) | 95% CI (t) | Wilcoxon p | Holm p | sign p "
+             "| W/L/T |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for ref, rows in comp.get(endpoint, {}).items():
         for m in order:
@@ -152,7 +156,8 @@ def comparison_lines(comp: dict, endpoint: str, order: list[str]) -> list[str]:
             if c is None:
                 continue
             lines.append(f"| `{m}` | `{ref}` | {c['n']} | {_num(c['delta'], True)} | {_ci(c['ci95'])} | "
-                         f"{_ci(c['t_ci95'])} | {_p(c['wilcoxon_p'])} | {_p(c['holm_p'])} | {_p(c['sign_p'])} | "
+                         f"{_ci(c['t_ci95'])} | {_p(c['wilcoxon_p'])} | {_p(c['holm_p'])} | "
+                         f"{_p(c['sign_p'])} | "
                          f"{c['wins']}/{c['losses']}/{c['ties']} |")
     return lines
 
@@ -175,7 +180,8 @@ def render_markdown(meta: dict, runs: list[dict], reference: str = "") -> str:
     lines += [f"- Runs finished: {len(runs)}" + (f" of {planned}" if planned else ""),
               f"- Primary endpoint (fixed before the study ran): `{primary}`", "",
               f"## Primary endpoint `{primary}`", "",
-              "Mean ± sample std over seeds (n = seeds); test split; each cycle's best-by-validation EMA weights.",
+              "Mean ± sample std over seeds (n = seeds); test split; each cycle's best-by-validation EMA "
+              "weights.",
               "", "| method | n | labels | steps | " + primary + " |", "|---|---|---|---|---|"]
     ref_rows = REFERENCES.get(reference, {}).get("rows", []) if reference else []
     for m in order:
@@ -243,7 +249,8 @@ def curve_lines(groups: dict[str, list[dict]], order: list[str], metric: str) ->
 def study_document(meta: dict, runs: list[dict]) -> dict:
     """study.json's content."""
     order = [m for m in meta.get("methods", []) if m in by_method(runs)] or None
-    return {"study": meta, "runs": runs, "endpoints": {f"{r['method']}/seed{r['seed']}": endpoints(r) for r in runs},
+    return {"study": meta, "runs": runs,
+            "endpoints": {f"{r['method']}/seed{r['seed']}": endpoints(r) for r in runs},
             "aggregate": aggregate(runs), "comparisons": comparisons(runs, order),
             "reference": REFERENCES.get(meta.get("reference", ""), {})}
 
@@ -259,7 +266,8 @@ def write_outputs(workdir: Path, meta: dict, runs: list[dict], class_names: list
     metric = meta.get("primary", "aubc/balanced_accuracy").split("/")[-1]
     made = []
     for name, fn in (("learning_curves.png", lambda p: plots.plot_curves(p, runs, order, metric)),
-                     ("confusion_matrices.png", lambda p: plots.plot_confusions(p, runs, order, class_names))):
+                     ("confusion_matrices.png",
+                      lambda p: plots.plot_confusions(p, runs, order, class_names))):
         try:
             fn(workdir / name)
             made.append(name)

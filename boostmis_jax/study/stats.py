@@ -21,7 +21,7 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-EXACT_PERMUTATION_MAX = 13   # Wilcoxon with ties: exact over sign patterns up to this n (as scipy), else normal
+EXACT_PERMUTATION_MAX = 13   # Wilcoxon with ties: every sign pattern up to this n (as scipy), else normal
 
 
 def _clean(values: Sequence[float | None]) -> np.ndarray:
