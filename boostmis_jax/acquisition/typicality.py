@@ -119,5 +119,7 @@ def typiclust_select(emb: jax.Array, budget: int, *, key: jax.Array, labeled_mas
     n = emb.shape[0]
     labeled = jnp.zeros((n,), bool) if labeled_mask is None else jnp.asarray(labeled_mask, bool)
     avail = ~labeled if candidate_mask is None else jnp.asarray(candidate_mask, bool) & ~labeled
-    return typiclust_order(jnp.asarray(emb), avail, labeled, jnp.ones((n,), bool), key, budget=int(budget),
-                           max_clusters=int(max_clusters), k=int(k), min_cluster_size=int(min_cluster_size))[0]
+    order, _ = typiclust_order(jnp.asarray(emb), avail, labeled, jnp.ones((n,), bool), key,
+                               budget=int(budget), max_clusters=int(max_clusters), k=int(k),
+                               min_cluster_size=int(min_cluster_size))
+    return order

@@ -131,7 +131,8 @@ def forward_and_vat(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.
 
 def forward_and_vat_grid(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
                          params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """One chunk on every radius of `params.grid`: (logits, emb, KL (chunk, G), prediction flipped (chunk, G))."""
+    """One chunk on every radius of `params.grid`: (logits, emb, KL (chunk, G), prediction flipped
+    (chunk, G))."""
     xb = xb.astype(jnp.float32) if not jnp.issubdtype(xb.dtype, jnp.floating) else xb
     logits, emb, d = adversarial_direction(apply_fn, variables, xb, rows, key, params)
     pred = jnp.argmax(logits, axis=-1)
