@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-PHASES = ("train", "acquire", "done")
+PHASES = ("selfsup", "initial", "train", "acquire", "done")  # the first two: selfsup.py
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boostmis_jax import acquisition, defaults, export, parallel, reporting
+from boostmis_jax import acquisition, defaults, export, parallel, reporting, selfsup
 from boostmis_jax.bookkeeping import Book, config_changes, data_fingerprint
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
@@ -105,7 +105,7 @@ class Run:
     def save(self, step: int, state: dict, book: Book) -> None:
         book.wall_time_s += time.time() - self.t_start
         self.t_start = time.time()
-        self.ckpt.save(step, state, book.to_json())
+        self.ckpt.save(step + selfsup.ckpt_offset(self.cfg, book.phase), state, book.to_json())
 
     def interrupt(self, step: int) -> Interrupted:
         self.ckpt.wait()
@@ -136,6 +136,7 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
         f"device(s), {jax.process_count()} process(es)")
     model = build_model(cfg.model, ds.num_classes)
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
+    cycles = cycles._replace(lead=int(selfsup.zero_label(cfg)))  # zero labels: cycle 0 trains nothing
     selectors = acquisition.parse_selectors(cfg.al.selectors)
     cycle_budget = max(1, int(cfg.al.budget) * len(selectors))
     training = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
@@ -166,7 +167,7 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
             compiles=compiles, t_start=t_start, say=say)
     r.old_handlers = {s: signal.signal(s, lambda signum, frame: r.stop.update(sig=signum))
                       for s in (signal.SIGTERM, signal.SIGINT)}
-    return r, training.init
+    return r, selfsup.wrap_init(cfg, model, training.init)
 
 
 class Training(NamedTuple):
@@ -221,14 +222,14 @@ def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
         step, state, meta = restored
         book = Book.from_json(meta)
         check_resumable(r, book, fingerprint)
+        step = selfsup.resume_step(cfg, state, book)
         r.say(f"resuming from step {step} (cycle {book.cycle}, phase {book.phase}) in {r.workdir}")
     else:
         split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds.train_y, int(cfg.seed),
                                                           groups=ds.train_groups))
         book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
-                    config=cfg.to_dict(), data_fingerprint=fingerprint)
-    r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl",
-                                       resume_step=restored[0] if restored else None)
+                    config=cfg.to_dict(), data_fingerprint=fingerprint, phase=selfsup.first_phase(cfg))
+    r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl", resume_step=step if restored else None)
     return state, book
 
 
@@ -240,7 +241,7 @@ def check_resumable(r: Run, book: Book, fingerprint: str) -> None:
         raise UserError(f"the data differs from the data this run was trained on (data.path="
                         f"{r.cfg.data.path!r}, fingerprint {book.data_fingerprint} -> {fingerprint}); use {where}")
     changes = config_changes(book.config, r.cfg.to_dict(), defaults.get_config().to_dict()) if book.config else []
-    done = len(book.history) - 1  # cycles finished after the first stage
+    done = len(book.history) - 1 + r.cycles.lead  # acquisition rounds answered
     if int(r.cfg.al.cycles) < done:
         changes.append(f"al.cycles: this run already finished {done} > {int(r.cfg.al.cycles)}")
     if changes:
@@ -263,7 +264,12 @@ def run(cfg, workdir: str) -> dict:
     try:
         state, book = restore_or_start(r, init_fn)
         while book.phase != "done":
-            if book.phase == "train":
+            if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
+                state, waiting = selfsup.run_phase(r, state, book)
+                if waiting:
+                    r.ckpt.wait()
+                    return {"status": "waiting_for_labels", "cycle": book.cycle}
+            elif book.phase == "train":
                 state = train_cycle(r, state, book)
                 state = finish_cycle(r, state, book)
             elif not acquire(r, state, book):
