@@ -107,17 +107,27 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.cycles = 0                       # acquisition rounds after the first stage (0 = SSL only)
     c.al.steps_per_cycle = 0              # steps after each acquisition (0 = train.steps)
     c.al.budget = 10                      # K: samples per selector per cycle
-    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin ...
+    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin least_confidence
+    #                                       coreset typiclust probcover badge; stages joined by '>' (typiclust>aus+bus)
     c.al.oracle = "simulated"             # simulated | files
     c.al.initial = "random"               # data.num_labels=0: first round's picks, no label used: random |
     #                                       typiclust | probcover (these two on the selfsup embedding)
     c.al.initial_budget = 0               # rows in that first round (0 = al.budget x selectors)
     c.al.vat_xi = 1e-6
-    c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: 2.0 images ([0,1] input), 1.0 features
+    c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: calibrated per pool on a grid
+    #                                       2^-j * (2.0 images in [0,1], 1.0 features); set = that fixed radius
     c.al.vat_ip = 1
     c.al.knn_k = 10
     c.al.density = "degree"               # bus density: degree (k-NN graph, the release) | cosine (mean similarity)
     c.al.candidates = "low_confidence"    # low_confidence (below the threshold, the paper) | all unlabeled rows
+    c.al.batch = "topk"                   # score selectors' batch: topk | cluster (k-means, best per cluster)
+    #                                       | stochastic (softrank sampling, p ~ rank^-batch_beta)
+    c.al.batch_beta = 1.0                 # stochastic batch: the rank exponent (Kirsch et al. 2023)
+    c.al.aus_flip_target = 0.1            # aus radius (al.vat_eps unset): the largest on a 2^-j grid at which
+    #                                       at most this share of candidates' predictions flip
+    c.al.balance = "estimated"            # bus quotas by: estimated (calibrated, prior-shifted posterior; toward
+    #                                       a balanced labeled set) | predicted (K//C per predicted class, paper)
+    c.al.switch_per_class = 20            # "a>b" selectors: stage a until every class has this many labels
     c.al.chunk = 512                      # pool rows per forward in the scoring pass
     c.al.knn_block = 2048
 
@@ -140,7 +150,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check every value a run depends on; raise UserError naming the key, the value and the fix."""
-    from boostmis_jax.acquisition import CANDIDATES, DENSITIES, parse_selectors
+    from boostmis_jax.acquisition import BALANCES, BATCHES, CANDIDATES, DENSITIES, parse_selectors
     from boostmis_jax.data.validate import check_data_options
     from boostmis_jax.oracle import ORACLES
     from boostmis_jax.thresholds import get_threshold
@@ -181,6 +191,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(cfg.al.oracle in ORACLES, "al.oracle", f"choose one of {sorted(ORACLES)}")
     need(cfg.al.candidates in CANDIDATES, "al.candidates", f"choose one of {list(CANDIDATES)}")
     need(cfg.al.density in DENSITIES, "al.density", f"choose one of {list(DENSITIES)}")
+    need(cfg.al.batch in BATCHES, "al.batch", f"choose one of {list(BATCHES)}")
+    need(cfg.al.balance in BALANCES, "al.balance", f"choose one of {list(BALANCES)}")
+    need(number("al.batch_beta") > 0, "al.batch_beta", "must be > 0")
+    need(0 <= number("al.aus_flip_target") <= 1, "al.aus_flip_target", "must be in [0, 1]")
+    need(number("al.switch_per_class") >= 0 and float(number("al.switch_per_class")).is_integer(),
+         "al.switch_per_class", "must be an integer >= 0")
     parse_selectors(cfg.al.selectors)
     need(number("al.budget") >= 1 or int(cfg.al.cycles) == 0, "al.budget", "must be >= 1 when al.cycles > 0")
     for key in ("al.knn_k", "al.chunk", "al.knn_block"):

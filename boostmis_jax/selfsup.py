@@ -386,8 +386,10 @@ def embed_pool(r, variables: dict) -> np.ndarray:
     return np.asarray(parallel.to_host(emb))[np.asarray(valid)]
 
 
-def pick_initial(name: str, emb: np.ndarray | None, n: int, budget: int, seed: int) -> list[int]:
-    """`budget` distinct rows of the n-row pool, by the `al.initial` selector (no label is read)."""
+def pick_initial(name: str, emb: np.ndarray | None, n: int, budget: int, seed: int, num_classes: int = 2
+                 ) -> list[int]:
+    """`budget` distinct rows of the n-row pool, by the `al.initial` selector (no label is read); ProbCover's
+    radius is chosen by purity with as many k-means clusters as classes (its paper's choice)."""
     budget = min(budget, n)
     if name == "random":
         return [int(i) for i in np.random.default_rng([seed, 20_000]).permutation(n)[:budget]]
@@ -397,7 +399,7 @@ def pick_initial(name: str, emb: np.ndarray | None, n: int, budget: int, seed: i
         idx = typiclust_select(jnp.asarray(emb), budget, key=key)
     else:
         from boostmis_jax.acquisition.coverage import probcover_select
-        idx = probcover_select(jnp.asarray(emb), budget, key=key)
+        idx = probcover_select(jnp.asarray(emb), budget, key=key, clusters=num_classes)
     idx = [int(i) for i in np.asarray(idx)]
     if len(set(idx)) != len(idx) or len(idx) != budget:
         raise RuntimeError(f"al.initial={name} returned {len(idx)} rows ({len(set(idx))} distinct) for a "
@@ -415,7 +417,7 @@ def initial_round(r, state: dict, book) -> bool:
     budget = int(cfg.al.initial_budget) or r.cycle_budget
     emb = embed_pool(r, {"params": state["selfsup"]["params"]["model"],
                          "batch_stats": state["selfsup"]["batch_stats"]}) if name != "random" else None
-    picks = pick_initial(name, emb, len(ds.train_x), budget, int(cfg.seed))
+    picks = pick_initial(name, emb, len(ds.train_x), budget, int(cfg.seed), ds.num_classes)
     queries = [Query(index=i, id=str(ds.train_ids[i]), selector=name, score=float(len(picks) - pos),
                      predicted=-1, selectors=(name,), confidence=None) for pos, i in enumerate(picks)]
     r.say(f"cycle 0: no labels yet; {len(picks)} first picks by {name}"

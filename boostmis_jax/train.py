@@ -137,8 +137,8 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
     model = build_model(cfg.model, ds.num_classes)
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
     cycles = cycles._replace(lead=int(selfsup.zero_label(cfg)))  # zero labels: cycle 0 trains nothing
-    selectors = acquisition.parse_selectors(cfg.al.selectors)
-    cycle_budget = max(1, int(cfg.al.budget) * len(selectors))
+    selectors = cfg.al.selectors
+    cycle_budget = max(1, acquisition.round_size(selectors, int(cfg.al.budget)))
     training = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
                               num_train=len(ds.train_y), num_classes=ds.num_classes)
     compiles = {"train_step": 0, "predict": 0}
@@ -155,7 +155,9 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
         make_predict(model, ds.kind, ds.mean, ds.std, preprocessed=True), selectors=selectors,
         budget=int(cfg.al.budget), chunk=cfg.al.chunk, knn_k=cfg.al.knn_k, knn_block=cfg.al.knn_block,
         vat_xi=cfg.al.vat_xi, vat_eps=cfg.al.vat_eps, vat_ip=cfg.al.vat_ip, density=cfg.al.density,
-        candidates=cfg.al.candidates)
+        candidates=cfg.al.candidates, batch=cfg.al.batch, batch_beta=cfg.al.batch_beta,
+        flip_target=cfg.al.aus_flip_target, num_classes=ds.num_classes, balance=cfg.al.balance,
+        switch_per_class=cfg.al.switch_per_class)
     from boostmis_jax.workdir import prepare as prepare_workdir
     # made and locked only once the data and the whole config are known to be good; Run.close releases it
     ckpt = Checkpointer(workdir, keep=int(cfg.checkpoint.keep), lock=prepare_workdir(workdir))
@@ -180,7 +182,7 @@ def build_training(cfg, model, *, kind: str, mean, std, num_train: int, num_clas
     """The optimizer, state initializer and SSL step for `cfg`: the one place that hands the config's
     sections down to them (benchmarks and tests build theirs here too)."""
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
-    cycle_budget = max(1, int(cfg.al.budget) * len(acquisition.parse_selectors(cfg.al.selectors)))
+    cycle_budget = max(1, acquisition.round_size(cfg.al.selectors, int(cfg.al.budget)))
     schedule = make_schedule(float(cfg.train.lr), cycles, int(cfg.train.warmup_steps))
     tx = make_optimizer(schedule, momentum=cfg.train.momentum, nesterov=cfg.train.nesterov,
                         weight_decay=cfg.train.weight_decay)
@@ -452,9 +454,13 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     labeled[np.asarray(book.labeled)] = True
     t0 = time.time()
     key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
-    queries = acquisition.acquire(
-        r.scorer, best_variables(state, book), xs, parallel.put_global(valid & ~labeled, r.mesh),
-        parallel.put_global(labeled, r.mesh), key, num_classes=ds.num_classes, ids=ds.train_ids, tau=book.tau)
+    variables = best_variables(state, book)
+    _, val_probs = evaluate(r, variables, "val")  # calibrates the estimated classes (al.balance)
+    queries, diag = acquisition.acquire_round(
+        r.scorer, variables, xs, parallel.put_global(valid & ~labeled, r.mesh),
+        parallel.put_global(labeled, r.mesh), key, num_classes=ds.num_classes, ids=ds.train_ids, tau=book.tau,
+        labels=book.labels(ds.train_y), true_y=ds.train_y, val_probs=val_probs, val_y=ds.val_y)
+    book.history[-1]["acquisition"] = diag
     r.say(f"cycle {book.cycle}: scored {n} pool samples in {time.time() - t0:.1f}s, {len(queries)} picks "
           f"({', '.join(sorted({q.selector for q in queries}))})")
     oracle = make_oracle(r.cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,

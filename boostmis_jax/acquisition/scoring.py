@@ -22,17 +22,32 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding
 
+from boostmis_jax.acquisition.badge import badge_order
 from boostmis_jax.acquisition.coreset import coreset_greedy
+from boostmis_jax.acquisition.coverage import probcover_order
 from boostmis_jax.acquisition.density import knn_density
+from boostmis_jax.acquisition.kmeans import gumbel_rows, kmeans, l2_normalize
 from boostmis_jax.acquisition.layout import constrain_rows, from_steps, infer_shards, row_sharding, to_steps
-from boostmis_jax.acquisition.vat import VAT_STREAM, ApplyFn, VatParams, forward_and_vat
+from boostmis_jax.acquisition.typicality import typiclust_order
+from boostmis_jax.acquisition.vat import (
+    VAT_STREAM,
+    ApplyFn,
+    VatParams,
+    calibrate_radius,
+    forward_and_vat_grid,
+    radius_grid,
+)
 from boostmis_jax.errors import UserError
 
 KNOWN_NEEDS = frozenset({"vat", "density", "coreset"})
-RANDOM_STREAM = 1  # fold_in stream of the acquisition key used by `random` (VAT noise uses stream 0)
-EPS_IMAGES, EPS_FEATURES = 2.0, 1.0  # VAT radius when al.vat_eps is unset: [0,1] images vs standardized features
+# fold_in streams of the acquisition key: VAT noise 0, `random` 1, selectors' k-means 2, al.batch=cluster 3,
+# al.batch=stochastic 4 (+ selector position), badge 5
+RANDOM_STREAM, KMEANS_STREAM, CLUSTER_STREAM, STOCHASTIC_STREAM, BADGE_STREAM = 1, 2, 3, 4, 5
+# top of the VAT radius grid (al.vat_eps unset): [0,1] images vs standardized features; the old fixed radii
+EPS_IMAGES, EPS_FEATURES = 2.0, 1.0
 CANDIDATES = ("low_confidence", "all")
 DENSITIES = ("degree", "cosine")
+BATCHES = ("topk", "cluster", "stochastic")
 
 
 # ======================================================================================================
@@ -53,18 +68,23 @@ class PoolContext(NamedTuple):
     vat: Any = None        # (N,) LDS score                         needs "vat"
     density: Any = None    # (N,) kNN density in [0, 1]              needs "density"
     coreset: Any = None    # (idx, pick_dist, final_mindist) or (None, None, mindist)  needs "coreset"
+    unlabeled: Any = None  # (N,) bool: every unlabeled real row (the pool of `whole_pool` selectors)
+    need: int = 0          # static: picks an ordered selector must rank (the round's size)
+    num_classes: int = 0   # static
 
 
 Selector = Callable[[PoolContext], jax.Array]
 SELECTORS: dict[str, Selector] = {}
 
 
-def register_selector(name: str, *, needs: tuple[str, ...] = (),
-                      balanced: bool = False) -> Callable[[Selector], Selector]:
+def register_selector(name: str, *, needs: tuple[str, ...] = (), balanced: bool = False, ordered: bool = False,
+                      whole_pool: bool = False) -> Callable[[Selector], Selector]:
     """Decorator adding `fn(ctx) -> (N,) scores, higher = annotate first` to SELECTORS under `name`.
 
-    `needs` names the expensive extras the pass must compute; `balanced` makes `select` pick top-K//C per
-    predicted class."""
+    `needs` names the expensive extras the pass must compute; `balanced` makes `select` fill per-class
+    quotas; `ordered` selectors return `(scores, order)`, order (ctx.need,) row indices (-1 = none) that
+    `select` takes first (they build their own diverse batch); `whole_pool` selectors pick among every
+    unlabeled row whatever al.candidates says."""
     unknown = set(needs) - KNOWN_NEEDS
     if unknown:
         raise ValueError(f"register_selector({name!r}): unknown needs {sorted(unknown)}; use {sorted(KNOWN_NEEDS)}")
@@ -72,6 +92,8 @@ def register_selector(name: str, *, needs: tuple[str, ...] = (),
     def deco(fn: Selector) -> Selector:
         fn.needs = frozenset(needs)  # type: ignore[attr-defined]
         fn.balanced = balanced  # type: ignore[attr-defined]
+        fn.ordered = ordered  # type: ignore[attr-defined]
+        fn.whole_pool = whole_pool  # type: ignore[attr-defined]
         SELECTORS[name] = fn
         return fn
 
@@ -86,19 +108,42 @@ def is_balanced(name: str) -> bool:
     return bool(getattr(SELECTORS[name], "balanced", False))
 
 
-def parse_selectors(selectors: str | Sequence[str]) -> tuple[str, ...]:
-    """The one parser of `al.selectors`: "aus+bus" (or a sequence) -> known, distinct names, order kept
-    (it is the tie/dedup priority)."""
+def is_ordered(name: str) -> bool:
+    return bool(getattr(SELECTORS[name], "ordered", False))
+
+
+def is_whole_pool(name: str) -> bool:
+    return bool(getattr(SELECTORS[name], "whole_pool", False))
+
+
+def parse_stages(selectors: str | Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """`al.selectors` -> stages of known names: "typiclust>aus+bus" -> (("typiclust",), ("aus", "bus"));
+    a plain "aus+bus" (or a sequence of names) is one stage. Names are distinct across all stages."""
     if isinstance(selectors, str):
-        selectors = tuple(s.strip() for s in selectors.replace(",", "+").split("+") if s.strip())
-    selectors = tuple(selectors)
-    unknown = [s for s in selectors if s not in SELECTORS]
-    if not selectors or unknown:
-        raise UserError(f"al.selectors: unknown or empty {unknown or list(selectors)}; use '+'-joined names "
-                        f"from {sorted(SELECTORS)}")
-    if len(set(selectors)) != len(selectors):
-        raise UserError(f"al.selectors: {list(selectors)} repeats a name; list each selector once")
-    return selectors
+        parts = [p for p in selectors.split(">")]
+        stages = tuple(tuple(s.strip() for s in p.replace(",", "+").split("+") if s.strip()) for p in parts)
+    else:
+        stages = (tuple(selectors),)
+    flat = [s for st in stages for s in st]
+    unknown = [s for s in flat if s not in SELECTORS]
+    if not flat or unknown or any(not st for st in stages):
+        raise UserError(f"al.selectors: unknown or empty {unknown or list(flat) or selectors!r}; use '+'-joined "
+                        f"names from {sorted(SELECTORS)}, stages joined by '>' (e.g. typiclust>aus+bus)")
+    if len(set(flat)) != len(flat):
+        raise UserError(f"al.selectors: {list(flat)} repeats a name; list each selector once")
+    return stages
+
+
+def parse_selectors(selectors: str | Sequence[str]) -> tuple[str, ...]:
+    """The one parser of `al.selectors`: every known, distinct name over all stages, order kept (it is the
+    tie/dedup priority). Use `round_size` for the labels a round asks for."""
+    return tuple(s for st in parse_stages(selectors) for s in st)
+
+
+def round_size(selectors: str | Sequence[str], budget: int) -> int:
+    """Rows one round annotates: al.budget per selector of the LAST stage (earlier stages label the same
+    number, split over their selectors)."""
+    return int(budget) * len(parse_stages(selectors)[-1])
 
 
 @register_selector("aus", needs=("vat",))
@@ -137,15 +182,51 @@ def _least_confidence(ctx: PoolContext) -> jax.Array:
     return 1.0 - jnp.max(ctx.probs, axis=-1)
 
 
-@register_selector("coreset", needs=("coreset",))
-def _coreset(ctx: PoolContext) -> jax.Array:
-    """Squared distance to the nearest center. With a budget, picked rows carry their pick-time distance
-    (>= every later one), so top-K of this score reproduces the greedy k-center order."""
+@register_selector("coreset", needs=("coreset",), ordered=True)
+def _coreset(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
+    """Greedy k-center (Sener & Savarese, ICLR 2018). Score: squared distance to the nearest center; picked
+    rows carry their pick-time distance (>= every later one), so top-K reproduces the greedy order."""
     idx, pick_dist, mind = ctx.coreset
     if idx is not None:
         safe = jnp.where(idx >= 0, idx, mind.shape[0])
         mind = mind.at[safe].set(pick_dist, mode="drop")
-    return jnp.minimum(mind, jnp.finfo(jnp.float32).max)  # no labeled centers: +inf -> finite
+    return jnp.minimum(mind, jnp.finfo(jnp.float32).max), idx  # no labeled centers: +inf -> finite
+
+
+def _order_score(order: jax.Array, base: jax.Array) -> jax.Array:
+    """A score that ranks `order` first (in its order), then the rest by `base` (finite, any sign)."""
+    n, m = base.shape[0], order.shape[0]
+    b = jnp.where(jnp.isfinite(base), base, 0.0)
+    lo, hi = jnp.min(b), jnp.max(b)
+    rest = (b - lo) / jnp.where(hi > lo, hi - lo, 1.0)  # [0, 1]
+    pos = jnp.full((n,), -1.0).at[jnp.where(order >= 0, order, n)].set(
+        jnp.arange(m, 0, -1, dtype=jnp.float32), mode="drop")
+    return jnp.where(pos > 0, 1.0 + pos, rest)
+
+
+@register_selector("typiclust", ordered=True, whole_pool=True)
+def _typiclust(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
+    """TypiClust (Hacohen et al., ICML 2022): the most typical row of each uncovered cluster (typicality.py)."""
+    order, typ = typiclust_order(ctx.emb, ctx.unlabeled, ctx.labeled, ctx.valid,
+                                 jax.random.fold_in(ctx.key, KMEANS_STREAM), budget=ctx.need)
+    return _order_score(order, typ), order
+
+
+@register_selector("probcover", ordered=True, whole_pool=True)
+def _probcover(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
+    """ProbCover (Yehuda et al., NeurIPS 2022): max coverage of delta-balls, delta from purity (coverage.py)."""
+    order, first, _ = probcover_order(ctx.emb, ctx.unlabeled, ctx.labeled, ctx.valid,
+                                      jax.random.fold_in(ctx.key, KMEANS_STREAM), None, budget=ctx.need,
+                                      clusters=max(2, ctx.num_classes))
+    return _order_score(order, first.astype(jnp.float32)), order
+
+
+@register_selector("badge", ordered=True)
+def _badge(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
+    """BADGE (Ash et al., ICLR 2020): k-means++ seeding on last-layer gradient embeddings (badge.py)."""
+    order, norm2 = badge_order(ctx.probs, ctx.emb, ctx.candidate, jax.random.fold_in(ctx.key, BADGE_STREAM),
+                               budget=ctx.need)
+    return _order_score(order, norm2), order
 
 
 # ======================================================================================================
@@ -160,7 +241,8 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
 def chunked_pass(apply_fn: ApplyFn, variables: Any, x: jax.Array, valid: jax.Array, key: jax.Array | None,
                  *, chunk: int, vat: VatParams | None, shards: int,
                  rows_sharding: NamedSharding | None) -> dict:
-    """lax.map over chunks; logits, probs, emb, entropy (+ vat) with zeros on invalid rows.
+    """lax.map over chunks; logits, probs, emb, entropy (+ vat_kl, vat_flip (N, G) over vat.grid) with zeros
+    on invalid rows.
 
     VAT noise of row r comes from fold_in(fold_in(key, VAT_STREAM), r), so chunking never changes it."""
     rs = rows_sharding
@@ -173,8 +255,8 @@ def chunked_pass(apply_fn: ApplyFn, variables: Any, x: jax.Array, valid: jax.Arr
             logits, emb = apply_fn(variables, xb)
             out = {}
         else:
-            logits, emb, _, score = forward_and_vat(apply_fn, variables, xb, rb, vat_key, vat)
-            out = {"vat": score}
+            logits, emb, kl, flip = forward_and_vat_grid(apply_fn, variables, xb, rb, vat_key, vat)
+            out = {"vat_kl": kl, "vat_flip": flip}
         out["logits"] = logits.astype(jnp.float32)
         out["emb"] = emb.reshape(emb.shape[0], -1).astype(jnp.float32)
         return {name: constrain_rows(v, rs) for name, v in out.items()}
@@ -186,8 +268,9 @@ def chunked_pass(apply_fn: ApplyFn, variables: Any, x: jax.Array, valid: jax.Arr
     out["emb"] = jnp.where(valid[:, None], out["emb"], 0.0)
     out["probs"] = jax.nn.softmax(out["logits"], axis=-1)
     out["entropy"] = jnp.where(valid, entropy_from_logits(out["logits"]), 0.0)
-    if "vat" in out:
-        out["vat"] = jnp.where(valid, out["vat"], 0.0)
+    if "vat_kl" in out:
+        out["vat_kl"] = jnp.where(valid[:, None], out["vat_kl"], 0.0)
+        out["vat_flip"] = out["vat_flip"] & valid[:, None]
     return out
 
 
@@ -199,23 +282,42 @@ def low_confidence(unlabeled: jax.Array, conf: jax.Array, tau: jax.Array, need: 
     return unlabeled & (rank < jnp.maximum(n_low, need))
 
 
+def softrank_gumbel(score: jax.Array, key: jax.Array, beta: float) -> jax.Array:
+    """-beta * log(rank) + Gumbel noise on the finite scores (rank 1 = best, ties by lower row), -inf
+    elsewhere: top-K of it samples K rows without replacement with p ~ rank^-beta (Kirsch et al. 2023)."""
+    ok = jnp.isfinite(score)
+    order = jnp.argsort(jnp.where(ok, -score, jnp.inf), stable=True)
+    rank = jnp.zeros(score.shape, jnp.float32).at[order].set(jnp.arange(1, score.shape[0] + 1, dtype=jnp.float32))
+    return jnp.where(ok, -beta * jnp.log(rank) + gumbel_rows(key, score.shape[0]), -jnp.inf)
+
+
 # ======================================================================================================
 # The scorer the loop builds once
 # ======================================================================================================
 class Scorer:
-    """`scorer(variables, x, unlabeled, labeled, key, tau) -> {"probs", "pred", "emb", "candidate",
-    "scores": {name: (N,) float32, -inf off-candidate}, ["coreset_idx"]}`, one jitted call.
+    """`scorer(variables, x, unlabeled, labeled, key, tau) -> {"probs", "logits", "pred", "emb", "candidate",
+    "unlabeled", "scores": {name: (N,) float32, -inf where it may not pick}, "rank": {name: what `select`
+    ranks by (the scores, or their stochastic perturbation)}, "orders": {name: (need,) int32} for ordered
+    selectors, ["coreset_idx"], ["cluster"] (N,) int32 for al.batch=cluster, ["aus_eps", "aus_flip_rate",
+    "aus_flip_rates"]}`, one jitted call.
 
     N must be a multiple of `chunk` (pad; padded rows are neither unlabeled nor labeled). `compiles` counts
     how many times the pass was traced (one per pool shape/sharding)."""
 
-    def __init__(self, apply_fn: ApplyFn, *, selectors: tuple[str, ...], budget: int, chunk: int, knn_k: int,
+    def __init__(self, apply_fn: ApplyFn, *, selectors: Any, budget: int, chunk: int, knn_k: int,
                  knn_block: int, vat_xi: float, vat_eps: float | None, vat_ip: int, density: str,
-                 candidates: str):
-        self.apply_fn, self.selectors, self.budget = apply_fn, parse_selectors(selectors), int(budget)
+                 candidates: str, batch: str = "topk", batch_beta: float = 1.0, flip_target: float = 0.1,
+                 num_classes: int = 2, balance: str = "estimated", switch_per_class: int = 20):
+        self.apply_fn, self.stages, self.budget = apply_fn, parse_stages(selectors), int(budget)
+        self.selectors = tuple(s for st in self.stages for s in st)
+        self.need = self.budget * len(self.stages[-1])  # the round's size
         self.chunk, self.knn_k, self.knn_block = int(chunk), int(knn_k), int(knn_block)
         self.vat_xi, self.vat_eps, self.vat_ip = float(vat_xi), vat_eps, int(vat_ip)
         self.density, self.candidates = density, candidates
+        if batch not in BATCHES:
+            raise UserError(f"al.batch={batch!r}: choose one of {list(BATCHES)}; set --config.al.batch=...")
+        self.batch, self.batch_beta, self.flip_target = batch, float(batch_beta), float(flip_target)
+        self.num_classes, self.balance, self.switch_per_class = int(num_classes), balance, int(switch_per_class)
         self.needs = frozenset().union(*(needs_of(s) for s in self.selectors))
         self.compiles = 0
         self._jitted: dict = {}
@@ -234,37 +336,64 @@ class Scorer:
         return fn(variables, x, jnp.asarray(unlabeled, bool), jnp.asarray(labeled, bool), key,
                   jnp.asarray(tau, jnp.float32))
 
+    def vat_params(self, x: jax.Array) -> VatParams:
+        """The radius grid (al.vat_eps: that one radius) and the inputs' valid range ([0,1] images)."""
+        image = x.ndim > 2
+        grid = (float(self.vat_eps),) if self.vat_eps is not None else radius_grid(
+            EPS_IMAGES if image else EPS_FEATURES)
+        return VatParams(self.vat_xi, grid[0], self.vat_ip, grid=grid, clip=(0.0, 1.0) if image else None)
+
     def _impl(self, variables, x, unlabeled, labeled, key, tau, *, shards, rows_sharding) -> dict:
         self.compiles += 1  # runs only while tracing
         unlabeled = unlabeled & ~labeled
         valid = unlabeled | labeled
-        vat = None
-        if "vat" in self.needs:
-            eps = self.vat_eps if self.vat_eps is not None else (EPS_IMAGES if x.ndim > 2 else EPS_FEATURES)
-            vat = VatParams(self.vat_xi, float(eps), self.vat_ip)
+        vat = self.vat_params(x) if "vat" in self.needs else None
         out = chunked_pass(self.apply_fn, variables, x, valid, key, chunk=self.chunk, vat=vat, shards=shards,
                            rows_sharding=rows_sharding)
         candidate = unlabeled
         if self.candidates == "low_confidence":
             conf = jnp.max(out["probs"], axis=-1)
-            candidate = low_confidence(unlabeled, conf, tau, self.budget * len(self.selectors))
+            candidate = low_confidence(unlabeled, conf, tau, self.need)
+        res = {"probs": out["probs"], "logits": out["logits"],
+               "pred": jnp.argmax(out["logits"], axis=-1).astype(jnp.int32), "emb": out["emb"],
+               "candidate": candidate, "unlabeled": unlabeled}
         extras = {}
+        if vat is not None:
+            g, rates = calibrate_radius(out["vat_flip"], candidate, self.flip_target)
+            extras["vat"] = jnp.take_along_axis(out["vat_kl"], jnp.broadcast_to(g, (x.shape[0], 1)), 1)[:, 0]
+            res.update(aus_eps=jnp.asarray(vat.grid, jnp.float32)[g], aus_flip_rate=rates[g],
+                       aus_flip_rates=rates)
         if "density" in self.needs:
-            pool = candidate if self.density == "degree" else valid
+            # 'degree' over the whole unlabeled pool (not only the candidates): a row is representative of
+            # the pool the model learns from, not of the low-confidence slice (issue 20)
+            pool = unlabeled if self.density == "degree" else valid
             extras["density"] = knn_density(out["emb"], pool, k=self.knn_k, block=self.knn_block,
                                             kind=self.density, shards=shards, rows_sharding=rows_sharding)
         if "coreset" in self.needs:
             # ranks enough centers to back-fill rows the selectors before it already took
-            extras["coreset"] = coreset_greedy(out["emb"], candidate, labeled, self.budget * len(self.selectors))
+            extras["coreset"] = coreset_greedy(out["emb"], candidate, labeled, self.need)
         ctx = PoolContext(logits=out["logits"], probs=out["probs"], entropy=out["entropy"], emb=out["emb"],
                           candidate=candidate, labeled=labeled, valid=valid,
-                          rows=jnp.arange(x.shape[0], dtype=jnp.int32), key=key, vat=out.get("vat"), **extras)
-        scores = {name: jnp.where(candidate, SELECTORS[name](ctx).astype(jnp.float32), -jnp.inf)
-                  for name in self.selectors}
-        res = {"probs": out["probs"], "pred": jnp.argmax(out["logits"], axis=-1).astype(jnp.int32),
-               "emb": out["emb"], "candidate": candidate, "scores": scores}
+                          rows=jnp.arange(x.shape[0], dtype=jnp.int32), key=key, unlabeled=unlabeled,
+                          need=self.need, num_classes=self.num_classes, **extras)
+        scores, ranks, orders = {}, {}, {}
+        for j, name in enumerate(self.selectors):
+            r = SELECTORS[name](ctx)
+            if is_ordered(name):
+                r, orders[name] = r
+            mask = unlabeled if is_whole_pool(name) else candidate
+            sc = jnp.where(mask, r.astype(jnp.float32), -jnp.inf)
+            scores[name] = sc = jnp.where(jnp.isnan(sc), -jnp.inf, sc)
+            ranks[name] = sc
+            if self.batch == "stochastic" and not is_ordered(name):
+                ranks[name] = softrank_gumbel(sc, jax.random.fold_in(key, STOCHASTIC_STREAM + 16 * j),
+                                              self.batch_beta)
+        res.update(scores=scores, rank=ranks, orders=orders)
         if "coreset" in extras:
-            res["coreset_idx"] = extras["coreset"][0]
+            res["coreset_idx"] = orders["coreset"]
+        if self.batch == "cluster":
+            res["cluster"] = kmeans(l2_normalize(out["emb"]), candidate, self.need,
+                                    jax.random.fold_in(key, CLUSTER_STREAM))[0]
         return res
 
 
@@ -274,4 +403,5 @@ def make_scorer(apply_fn: ApplyFn, **settings: Any) -> Scorer:
     return Scorer(apply_fn, **settings)
 
 
-__all__ = ["SELECTORS", "PoolContext", "Scorer", "chunked_pass", "make_scorer", "parse_selectors", "register_selector"]
+__all__ = ["BATCHES", "SELECTORS", "PoolContext", "Scorer", "chunked_pass", "make_scorer", "parse_selectors",
+           "parse_stages", "register_selector", "round_size"]

@@ -26,11 +26,35 @@ ApplyFn = Callable[[Any, jax.Array], tuple[jax.Array, jax.Array]]
 
 
 class VatParams(NamedTuple):
-    """Static VAT settings: finite-difference radius, adversarial radius, power iterations."""
+    """Static VAT settings: finite-difference radius, adversarial radius, power iterations; `grid` (radii,
+    largest first) makes the pool pass score every radius so the scorer can calibrate it per pool (see
+    `calibrate_radius`); `clip` the inputs' valid range ((0, 1) for images), None for features."""
 
     xi: float
     eps: float
     ip: int
+    grid: tuple[float, ...] = ()
+    clip: tuple[float, float] | None = None
+
+
+# Radii the pool pass tries when al.vat_eps is unset: 2^1 .. 2^-9 times the input scale (unit-L2 direction
+# over the whole input), from the old fixed default (2.0 in [0,1] pixels) down to where few predictions flip.
+GRID_STEPS = 11
+
+
+def radius_grid(top: float, steps: int = GRID_STEPS) -> tuple[float, ...]:
+    """Geometric radii top, top/2, ..., largest first."""
+    return tuple(float(top) * 0.5 ** j for j in range(steps))
+
+
+def calibrate_radius(flips: jax.Array, candidate: jax.Array, target: float) -> tuple[jax.Array, jax.Array]:
+    """Index of the largest radius whose prediction-flip rate over `candidate` rows is <= `target` (the
+    smallest radius when none is), and the (G,) flip rates. `flips` (N, G) bool, radii largest first."""
+    cand = candidate.astype(jnp.float32)
+    rates = jnp.sum(flips.astype(jnp.float32) * cand[:, None], 0) / jnp.maximum(jnp.sum(cand), 1.0)
+    ok = rates <= target
+    g = jnp.where(jnp.any(ok), jnp.argmax(ok), rates.shape[0] - 1)
+    return g.astype(jnp.int32), rates
 
 
 def kl_from_logits(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
@@ -55,10 +79,9 @@ def per_row_normal(key: jax.Array, rows: jax.Array, shape: tuple[int, ...]) -> j
     return jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), shape, jnp.float32))(rows)
 
 
-def forward_and_vat(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
-                    params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """One chunk: (logits, emb, adversarial direction d_adv, LDS score KL(p(x) || p(x + eps*d_adv)))."""
-    xb = xb.astype(jnp.float32) if not jnp.issubdtype(xb.dtype, jnp.floating) else xb
+def adversarial_direction(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
+                          params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One chunk: (logits, emb, unit adversarial direction d_adv) by power iteration (see module doc)."""
 
     def model(z: jax.Array) -> tuple[jax.Array, jax.Array]:
         return apply_fn(variables, z)
@@ -83,6 +106,36 @@ def forward_and_vat(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.
 
         for _ in range(params.ip):
             d = normalize_per_sample(jax.grad(kl_sum)(d))
-    adv_logits = model(xb + (params.eps * d).astype(xb.dtype))[0]
+    return logits, emb, d
+
+
+def perturbed_logits(apply_fn: ApplyFn, variables: Any, xb: jax.Array, d: jax.Array, eps: float,
+                     clip: tuple[float, float] | None) -> jax.Array:
+    """Logits at x + eps * d, the input clipped to its valid range."""
+    z = xb + (eps * d).astype(xb.dtype)
+    if clip is not None:
+        z = jnp.clip(z, clip[0], clip[1])
+    return apply_fn(variables, z)[0]
+
+
+def forward_and_vat(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
+                    params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One chunk: (logits, emb, adversarial direction d_adv, LDS score KL(p(x) || p(x + eps*d_adv)))."""
+    xb = xb.astype(jnp.float32) if not jnp.issubdtype(xb.dtype, jnp.floating) else xb
+    logits, emb, d = adversarial_direction(apply_fn, variables, xb, rows, key, params)
+    adv_logits = perturbed_logits(apply_fn, variables, xb, d, params.eps, params.clip)
     return logits, emb, d, kl_from_logits(logits, adv_logits)
 
+
+def forward_and_vat_grid(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
+                         params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One chunk on every radius of `params.grid`: (logits, emb, KL (chunk, G), prediction flipped (chunk, G))."""
+    xb = xb.astype(jnp.float32) if not jnp.issubdtype(xb.dtype, jnp.floating) else xb
+    logits, emb, d = adversarial_direction(apply_fn, variables, xb, rows, key, params)
+    pred = jnp.argmax(logits, axis=-1)
+    kls, flips = [], []
+    for eps in params.grid:
+        adv = perturbed_logits(apply_fn, variables, xb, d, eps, params.clip)
+        kls.append(kl_from_logits(logits, adv))
+        flips.append(jnp.argmax(adv, axis=-1) != pred)
+    return logits, emb, jnp.stack(kls, 1), jnp.stack(flips, 1)
