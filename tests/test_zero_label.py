@@ -51,7 +51,7 @@ TINY_ZERO = ["--config.model.widths=(8,16)", "--config.train.steps=10", "--confi
              "--config.train.eval_every=5", "--config.train.log_every=2", "--config.checkpoint.every_steps=3"]
 
 
-def folder_cmd(wd, folder, *extra, initial: str = "random"):
+def folder_cmd(wd, folder, *extra, initial: str = "typiclust"):
     """The issue's command (configs/pneumonia.py on an unlabeled folder), tiny steps."""
     return main_cmd(wd, "--config.data.source=image_folder", f"--config.data.path={folder}",
                     "--config.data.class_names=normal,pneumonia", "--config.data.num_labels=0",
@@ -94,21 +94,24 @@ def test_unlabeled_folder_to_a_trained_classifier(tmp_path):
     assert [c["labeled"] for c in s["cycles"]] == [8, 16] and s["n_active"] == 16
     assert s["val"]["num_examples"] == 16      # the labeled val folder, not the pool
     assert sorted(int(i) for i in s["picks"]) == [0, 1]
-    assert [q["selector"] for q in s["picks"]["0"]] == ["random"] * 8
+    assert [q["selector"] for q in s["picks"]["0"]] == ["typiclust"] * 8
 
 
-def test_simulated_oracle_starts_from_zero_labels(tmp_path):
+@pytest.mark.parametrize("initial,stage", [("random", 0), ("probcover", 10)])
+def test_simulated_oracle_starts_from_zero_labels(tmp_path, initial, stage):
     wd = tmp_path / "sim"
     p = run_cmd(main_cmd(wd, "--config.model.widths=(8,16)", "--config.train.batch_size=16",
                          "--config.ssl.uratio=2", "--config.train.steps=10", "--config.al.steps_per_cycle=5",
                          "--config.data.num_labels=0", "--config.al.cycles=2", "--config.al.budget=5",
                          "--config.al.selectors=random", "--config.al.initial_budget=20",
-                         "--config.al.chunk=64", "--config.al.knn_block=256"))
+                         f"--config.al.initial={initial}", f"--config.selfsup.steps={stage}",
+                         "--config.selfsup.batch_size=32", "--config.al.chunk=64", "--config.al.knn_block=256"))
     assert p.returncode == 0, p.stderr[-3000:]
     s = summary(wd)
-    assert [c["labeled"] for c in s["cycles"]] == [20, 25]     # no stage: cycle 0 picked at random
-    assert s["steps"] == 15 and len(s["picks"]["0"]) == 20
-    assert not any("selfsup/loss" in r for r in read_jsonl(wd / "metrics.jsonl"))
+    assert [c["labeled"] for c in s["cycles"]] == [20, 25]     # cycle 0 trained nothing: 20 picked, then 5
+    assert s["steps"] == 15 and [q["selector"] for q in s["picks"]["0"]] == [initial] * 20
+    assert len({q["index"] for q in s["picks"]["0"]}) == 20
+    assert any("selfsup/loss" in r for r in read_jsonl(wd / "metrics.jsonl")) == bool(stage)
 
 
 def test_folder_loader_reads_an_unlabeled_pool(tmp_path):
