@@ -43,6 +43,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.dicom_frame = -1               # DICOM: frame of multi-frame files to use; -1 refuses them
     c.data.class_names = ""               # "normal,pneumonia": an image folder of unlabeled files (no class
     #                                       sub-folders) in these classes; labels come from the oracle
+    c.data.val_share = 0.2                # no labeled val split (unlabeled folder without val/): this share
+    #                                       of each round's answers is held out as validation (0 = refuse)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"                  # registry: cnn | wrn28_2 | mlp | resnet18 | resnet50

@@ -85,6 +85,9 @@ def validate(cfg) -> None:
     if cfg.al.initial not in INITIAL:
         raise UserError(f"config al.initial={cfg.al.initial!r}: choose one of {list(INITIAL)}; "
                         f"set --config.al.initial=...")
+    v = cfg.data.val_share
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise UserError(f"config data.val_share={v!r}: must be in [0, 1); set --config.data.val_share=0.2")
     b = cfg.al.initial_budget
     if isinstance(b, bool) or not isinstance(b, int) or b < 0:
         raise UserError(f"config al.initial_budget={b!r}: must be an integer >= 0 (0 = al.budget x selectors); "
@@ -429,4 +432,51 @@ def initial_round(r, state: dict, book) -> bool:
     if answers is None:
         return False
     book.record_answers([dataclasses.asdict(q) for q in queries], answers)
+    hold_out_answers(r, book, answers)
     return True
+
+
+# ======================================================================================================
+# Validation without a labeled split: a share of each round's answers (data.val_share)
+# ======================================================================================================
+def use_held_out(r, book) -> None:
+    """Once per run, after restore: whether validation (and, without a test split, the test metrics) come
+    from held-out answers, and the held-out rows so far in place of the empty splits."""
+    r._held_out = (len(r.ds.val_y) == 0, len(r.ds.test_y) == 0)
+    _refresh(r, book)
+
+
+def hold_out_answers(r, book, answers: dict[int, int]) -> None:
+    """Without a labeled val split: hold out round(val_share x answers) of this round's answers, stratified
+    by the answered class (largest remainder), seeded by (seed, cycle); they are never trained on or asked
+    again. The test split is never touched."""
+    if not getattr(r, "_held_out", (False, False))[0]:
+        return
+    from boostmis_jax.data.split import _allocate
+
+    rows = np.array(sorted(answers), np.int64)
+    ys = np.array([answers[int(i)] for i in rows], np.int64)
+    share = float(r.cfg.data.val_share)
+    total = min(len(rows) - 1, max(1, round(share * len(rows)))) if len(rows) >= 2 else 0
+    classes, counts = np.unique(ys, return_counts=True)
+    alloc = _allocate(counts, total, np.zeros_like(counts), counts)
+    rng = np.random.default_rng([int(r.cfg.seed), 30_000, book.cycle])
+    held = [int(i) for c, k in zip(classes, alloc, strict=True) for i in rng.permutation(rows[ys == c])[:k]]
+    book.hold_out(held)
+    _refresh(r, book)
+    if not book.val_rows:
+        raise UserError(f"no validation rows: the data has no labeled val split and round {book.cycle - 1} "
+                        f"answered {len(rows)} row(s); raise --config.al.initial_budget to 2 or more, or add a "
+                        f"labeled val folder")
+
+
+def _refresh(r, book) -> None:
+    val_empty, test_empty = r._held_out
+    if not val_empty or not book.val_rows:
+        return
+    ds, idx = r.ds, np.asarray(book.val_rows, np.int64)
+    x, y = ds.train_x[idx], book.labels(ds.train_y)[idx]
+    ids = [ds.train_ids[i] for i in idx]
+    ds.val_x, ds.val_y, ds.val_ids = x, y, ids
+    if test_empty:
+        ds.test_x, ds.test_y, ds.test_ids = x, y, ids

@@ -265,6 +265,7 @@ def run(cfg, workdir: str) -> dict:
     r, init_fn = setup(cfg, Path(workdir), t_start)
     try:
         state, book = restore_or_start(r, init_fn)
+        selfsup.use_held_out(r, book)  # no labeled val split: validation from held-out answers
         while book.phase != "done":
             if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
                 state, waiting = selfsup.run_phase(r, state, book)
@@ -318,7 +319,7 @@ def batch_maker(r: Run, book: Book):
     """step -> host batch for the current cycle: a pure function of (seed, cycle, step)."""
     ds, seed, cycle = r.ds, int(r.cfg.seed), book.cycle
     labeled = np.asarray(book.labeled, np.int64)
-    unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), labeled)
+    unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), np.asarray(book.labeled + book.val_rows, np.int64))
     if len(unlabeled) == 0:  # the oracle labeled the whole pool: consistency runs on labeled rows
         unlabeled = labeled
     labels = book.labels(ds.train_y)
@@ -441,7 +442,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     No save after the answers: the next periodic save records the new labeled set; a run killed before it
     resumes from the 'acquire' checkpoint and recomputes the same picks deterministically."""
     ds, n = r.ds, len(r.ds.train_y)
-    left = n - len(book.labeled)
+    left = n - len(book.labeled) - len(book.val_rows)
     if left == 0:
         r.say(f"cycle {book.cycle}: every train row is labeled; the run ends here")
         book.phase = "done"
@@ -451,7 +452,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
               f"this round labels all of them", file=sys.stderr)
     xs, valid = r.pool()
     labeled = np.zeros(valid.shape, bool)
-    labeled[np.asarray(book.labeled)] = True
+    labeled[np.asarray(book.labeled + book.val_rows, np.int64)] = True  # held-out val rows: never re-asked
     t0 = time.time()
     key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
     variables = best_variables(state, book)
@@ -470,6 +471,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     if answers is None:
         return False
     book.record_answers([dataclasses.asdict(q) for q in queries], answers)
+    selfsup.hold_out_answers(r, book, answers)
     return True
 
 

@@ -51,11 +51,11 @@ TINY_ZERO = ["--config.model.widths=(8,16)", "--config.train.steps=10", "--confi
              "--config.train.eval_every=5", "--config.train.log_every=2", "--config.checkpoint.every_steps=3"]
 
 
-def folder_cmd(wd, folder, *extra, initial: str = "typiclust"):
+def folder_cmd(wd, folder, *extra, initial: str = "typiclust", cycles: int = 2):
     """The issue's command (configs/pneumonia.py on an unlabeled folder), tiny steps."""
     return main_cmd(wd, "--config.data.source=image_folder", f"--config.data.path={folder}",
                     "--config.data.class_names=normal,pneumonia", "--config.data.num_labels=0",
-                    f"--config.al.initial={initial}", "--config.al.oracle=files", "--config.al.cycles=2",
+                    f"--config.al.initial={initial}", "--config.al.oracle=files", f"--config.al.cycles={cycles}",
                     *TINY_ZERO, *extra, config="configs/pneumonia.py")
 
 
@@ -95,6 +95,27 @@ def test_unlabeled_folder_to_a_trained_classifier(tmp_path):
     assert s["val"]["num_examples"] == 16      # the labeled val folder, not the pool
     assert sorted(int(i) for i in s["picks"]) == [0, 1]
     assert [q["selector"] for q in s["picks"]["0"]] == ["typiclust"] * 8
+
+
+def test_without_a_val_folder_a_share_of_the_answers_validates(tmp_path):
+    folder, wd = tmp_path / "scans", tmp_path / "run"
+    truth = build_unlabeled_folder(folder, n_val=0)
+    cmd = folder_cmd(wd, folder, "--config.al.initial_budget=10", "--config.selfsup.steps=0", initial="random",
+                     cycles=1)
+    p = run_cmd(cmd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "no labeled val folder" in p.stderr and "no labeled test folder" in p.stderr
+    asked = label_like_a_person(wd, 0, truth)
+    p = run_cmd(cmd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    s = summary(wd)
+    assert s["labeled"] == 8 and s["n_active"] == 10           # 0.2 x 10 answers held out
+    assert s["val"]["num_examples"] == 2 and s["test"]["num_examples"] == 2
+    assert sorted(np.sum(s["val"]["confusion_matrix"], axis=1).tolist()) == [1, 1]   # stratified by answer
+    held = {line.split(",")[0] for line in (wd / "test_predictions.csv").read_text().splitlines()[1:]}
+    assert held <= {read_manifest(0, wd).queries[k].id for k in range(10)} and len(held) == 2
+    trained = {r["labeled"] for r in read_jsonl(wd / "metrics.jsonl") if "train/loss" in r}
+    assert trained == {8} and len(asked) == 10
 
 
 @pytest.mark.parametrize("initial,stage", [("random", 0), ("probcover", 10)])
@@ -138,12 +159,13 @@ def test_folder_loader_errors(tmp_path, extra, needle):
         load_dataset({**cfg, **extra})
 
 
-def test_no_validation_folder_is_one_line(tmp_path):
+def test_no_validation_folder_holds_out_answers_or_is_one_line(tmp_path):
     folder = tmp_path / "scans"
     build_unlabeled_folder(folder, n_pool=4, n_val=0)
+    cfg = {"source": "image_folder", "path": str(folder), "class_names": "normal,pneumonia", "num_labels": 0}
+    assert len(load_dataset(cfg).val_y) == 0       # filled by held-out answers (data.val_share)
     with pytest.raises(UserError, match="val/<class name>"):
-        load_dataset({"source": "image_folder", "path": str(folder), "class_names": "normal,pneumonia",
-                      "num_labels": 0})
+        load_dataset({**cfg, "val_share": 0.0})
 
 
 def test_zero_label_config_errors_are_one_line(tmp_path):

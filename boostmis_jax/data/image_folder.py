@@ -260,9 +260,11 @@ def load_unlabeled(cfg: Any, root: Path, pool_dir: Path, names: list[str], accep
         raise UserError(f"{pool_dir}: no {what} files; put the unlabeled images there")
     labeled = {s: _labeled_split_dir(root / s, names, accept, what) for s in ("val", "test")
                if (root / s).is_dir()}
-    if "val" not in labeled:
-        raise UserError(f"{root}: no labeled validation images; put some under {root}/val/<class name>/ "
-                        f"(class names: {', '.join(names)})")
+    share = float(V.cfg_get(cfg, "val_share"))
+    if "val" not in labeled and not 0 < share < 1:
+        raise UserError(f"{root}: no labeled validation images and data.val_share={share}; put some under "
+                        f"{root}/val/<class name>/ (class names: {', '.join(names)}) or pass "
+                        f"--config.data.val_share=0.2 to hold out a share of the answers")
     gray = _is_gray(pool + [p for entries in labeled.values() for p, _ in entries])
     ch = 1 if gray else 3
     train_x, ref = load_images(pool, ch, size, None, opts)
@@ -271,6 +273,10 @@ def load_unlabeled(cfg: Any, root: Path, pool_dir: Path, names: list[str], accep
         x, ref = load_images([p for p, _ in entries], ch, size, ref, opts)
         out[s] = (x, np.array([c for _, c in entries], np.int32), [p.relative_to(root).as_posix()
                                                                     for p, _ in entries])
+    if "val" not in out:  # filled from held-out answers as they arrive (selfsup.hold_out_answers)
+        out["val"] = (train_x[:0], np.zeros(0, np.int32), [])
+        V.warn(f"{root}: no labeled val folder; a share data.val_share={share} of each round's answers is "
+               f"held out as validation")
     if "test" not in out:
         V.warn(f"{root}: no labeled test folder; test metrics are computed on the validation images (not an "
                f"unbiased estimate); add {root}/test/<class name>/ for one")
