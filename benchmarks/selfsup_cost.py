@@ -61,9 +61,9 @@ def main() -> None:
     head = selfsup.make_head(cfg, model, sample)
     tx, schedule = selfsup.make_optimizer(cfg.selfsup)
     ss = jax.device_put(selfsup.init_selfsup(model, head, tx, sample, 0), rep)
-    step = jax.jit(selfsup.make_selfsup_step(model, head, tx, schedule, aug=cfg.aug, kind=ds.kind, mean=ds.mean,
-                                             std=ds.std, seed=0, temperature=float(cfg.selfsup.temperature)),
-                   out_shardings=(rep, rep), donate_argnums=0)
+    fn = selfsup.make_selfsup_step(model, head, tx, schedule, aug=cfg.aug, kind=ds.kind, mean=ds.mean,
+                                   std=ds.std, seed=0, temperature=float(cfg.selfsup.temperature))
+    step = jax.jit(fn, out_shardings=(rep, rep), donate_argnums=0)
     B = int(cfg.selfsup.batch_size)
     pool = np.arange(len(ds.train_x))
     batch = lambda s: {"x": ds.train_x[rows_for_step(pool, B, s, seed=0, cycle=0, stream=selfsup.ROW_STREAM)]}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -64,41 +63,42 @@ def first_phase(cfg) -> str:
 
 def validate(cfg) -> None:
     """The selfsup and zero-label keys, one line each."""
+    def bad(key: str, what: str, fix: str = "...") -> UserError:
+        section, leaf = key.split(".")
+        return UserError(f"config {key}={cfg[section][leaf]!r}: {what}; set --config.{key}={fix}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
     s = cfg.selfsup
-    for key in ("steps",):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise UserError(f"config selfsup.{key}={v!r}: must be an integer >= 0; set --config.selfsup.{key}=...")
+    if not (is_int(s.steps) and s.steps >= 0):
+        raise bad("selfsup.steps", "must be an integer >= 0")
     for key in ("batch_size", "proj_dim"):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserError(f"config selfsup.{key}={v!r}: must be an integer >= 1; set --config.selfsup.{key}=...")
-    for key, lo in (("lr", 0.0), ("temperature", 0.0)):
-        v = s[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > lo:
-            raise UserError(f"config selfsup.{key}={v!r}: must be a number > {lo}; set --config.selfsup.{key}=...")
-    v = s.weight_decay
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise UserError(f"config selfsup.weight_decay={v!r}: must be >= 0; set --config.selfsup.weight_decay=...")
+        if not (is_int(s[key]) and s[key] >= 1):
+            raise bad(f"selfsup.{key}", "must be an integer >= 1")
+    for key in ("lr", "temperature"):
+        if not (is_num(s[key]) and s[key] > 0):
+            raise bad(f"selfsup.{key}", "must be a number > 0")
+    if not (is_num(s.weight_decay) and s.weight_decay >= 0):
+        raise bad("selfsup.weight_decay", "must be a number >= 0")
     if not isinstance(s.init, bool):
-        raise UserError(f"config selfsup.init={s.init!r}: must be True or False; set --config.selfsup.init=...")
+        raise bad("selfsup.init", "must be True or False")
     if cfg.al.initial not in INITIAL:
-        raise UserError(f"config al.initial={cfg.al.initial!r}: choose one of {list(INITIAL)}; "
-                        f"set --config.al.initial=...")
-    v = cfg.data.val_share
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise UserError(f"config data.val_share={v!r}: must be in [0, 1); set --config.data.val_share=0.2")
-    b = cfg.al.initial_budget
-    if isinstance(b, bool) or not isinstance(b, int) or b < 0:
-        raise UserError(f"config al.initial_budget={b!r}: must be an integer >= 0 (0 = al.budget x selectors); "
-                        f"set --config.al.initial_budget=...")
+        raise bad("al.initial", f"choose one of {list(INITIAL)}")
+    if not (is_int(cfg.al.initial_budget) and cfg.al.initial_budget >= 0):
+        raise bad("al.initial_budget", "must be an integer >= 0 (0 = al.budget x selectors)")
+    if not (is_num(cfg.data.val_share) and 0 <= cfg.data.val_share < 1):
+        raise bad("data.val_share", "must be in [0, 1)", "0.2")
     if zero_label(cfg):
         if int(cfg.al.cycles) < 1:
-            raise UserError("config al.cycles=0: data.num_labels=0 starts with a round of picks, so it needs "
-                            "al.cycles >= 1 (rounds, the first included); set --config.al.cycles=2")
+            raise bad("al.cycles", "data.num_labels=0 starts with a round of picks, so it needs "
+                      "al.cycles >= 1 (rounds, the first included)", "2")
         if cfg.al.initial != "random" and steps_of(cfg) == 0:
-            raise UserError(f"config al.initial={cfg.al.initial!r} picks on the self-supervised embedding, but "
-                            f"selfsup.steps=0; set --config.selfsup.steps=1000 (or --config.al.initial=random)")
+            raise bad("al.initial", "picks on the self-supervised embedding, but selfsup.steps=0; set "
+                      "--config.selfsup.steps=1000 or", "random")
 
 
 # ======================================================================================================
@@ -466,8 +466,8 @@ def hold_out_answers(r, book, answers: dict[int, int]) -> None:
     _refresh(r, book)
     if not book.val_rows:
         raise UserError(f"no validation rows: the data has no labeled val split and round {book.cycle - 1} "
-                        f"answered {len(rows)} row(s); raise --config.al.initial_budget to 2 or more, or add a "
-                        f"labeled val folder")
+                        f"answered {len(rows)} row(s); raise --config.al.initial_budget to 2 or more, or "
+                        f"add a labeled val folder")
 
 
 def _refresh(r, book) -> None:

@@ -1,7 +1,6 @@
 """The self-supervised stage: NT-Xent against a brute-force reference, the embedding diagnostics, the step
 identical on 1 and 4 devices, and through the CLI as a phase of the run: logs and plot, exact resume after
 SIGKILL inside the stage, and selfsup.init (off: training is the run without the stage)."""
-import json
 import signal
 import subprocess
 import time
@@ -10,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, TINY, env, main_cmd, read_jsonl, run_cmd, summary
+from helpers import ROOT, TINY, env, error_line, main_cmd, read_jsonl, run_cmd, summary
 
 from boostmis_jax import parallel, selfsup
 from boostmis_jax.defaults import get_config
@@ -142,10 +141,10 @@ def test_without_init_training_is_the_run_without_the_stage(tmp_path):
     assert off.returncode == 0 and plain.returncode == 0, off.stderr[-2000:] + plain.stderr[-2000:]
     loss = lambda wd: [r["train/loss"] for r in read_jsonl(wd / "metrics.jsonl") if "train/loss" in r]
     assert loss(tmp_path / "off") == loss(tmp_path / "plain")
-    assert json.loads((tmp_path / "off" / "summary.json").read_text())["test"] == summary(tmp_path / "plain")["test"]
+    assert summary(tmp_path / "off")["test"] == summary(tmp_path / "plain")["test"]
 
 
 def test_bad_selfsup_values_are_one_line(tmp_path):
-    from helpers import error_line
     assert "selfsup.temperature" in error_line(run_cmd(cli(tmp_path / "a", "--config.selfsup.temperature=0")))
-    assert "selfsup.batch_size" in error_line(run_cmd(cli(tmp_path / "b", *SS, "--config.selfsup.batch_size=0")))
+    line = error_line(run_cmd(cli(tmp_path / "b", *SS, "--config.selfsup.batch_size=0")))
+    assert "selfsup.batch_size" in line

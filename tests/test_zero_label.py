@@ -55,7 +55,8 @@ def folder_cmd(wd, folder, *extra, initial: str = "typiclust", cycles: int = 2):
     """The issue's command (configs/pneumonia.py on an unlabeled folder), tiny steps."""
     return main_cmd(wd, "--config.data.source=image_folder", f"--config.data.path={folder}",
                     "--config.data.class_names=normal,pneumonia", "--config.data.num_labels=0",
-                    f"--config.al.initial={initial}", "--config.al.oracle=files", f"--config.al.cycles={cycles}",
+                    f"--config.al.initial={initial}", "--config.al.oracle=files",
+                    f"--config.al.cycles={cycles}",
                     *TINY_ZERO, *extra, config="configs/pneumonia.py")
 
 
@@ -100,8 +101,8 @@ def test_unlabeled_folder_to_a_trained_classifier(tmp_path):
 def test_without_a_val_folder_a_share_of_the_answers_validates(tmp_path):
     folder, wd = tmp_path / "scans", tmp_path / "run"
     truth = build_unlabeled_folder(folder, n_val=0)
-    cmd = folder_cmd(wd, folder, "--config.al.initial_budget=10", "--config.selfsup.steps=0", initial="random",
-                     cycles=1)
+    cmd = folder_cmd(wd, folder, "--config.al.initial_budget=10", "--config.selfsup.steps=0",
+                     initial="random", cycles=1)
     p = run_cmd(cmd)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "no labeled val folder" in p.stderr and "no labeled test folder" in p.stderr
@@ -126,7 +127,8 @@ def test_simulated_oracle_starts_from_zero_labels(tmp_path, initial, stage):
                          "--config.data.num_labels=0", "--config.al.cycles=2", "--config.al.budget=5",
                          "--config.al.selectors=random", "--config.al.initial_budget=20",
                          f"--config.al.initial={initial}", f"--config.selfsup.steps={stage}",
-                         "--config.selfsup.batch_size=32", "--config.al.chunk=64", "--config.al.knn_block=256"))
+                         "--config.selfsup.batch_size=32", "--config.al.chunk=64",
+                         "--config.al.knn_block=256"))
     assert p.returncode == 0, p.stderr[-3000:]
     s = summary(wd)
     assert [c["labeled"] for c in s["cycles"]] == [20, 25]     # cycle 0 trained nothing: 20 picked, then 5

@@ -176,8 +176,8 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     if names:
         extra = [c for c in classes if c not in names]
         if extra:
-            raise UserError(f"{train_dir / extra[0]}: class folder not in data.class_names ({', '.join(names)}); "
-                            f"rename it or add it to --config.data.class_names")
+            raise UserError(f"{train_dir / extra[0]}: class folder not in data.class_names "
+                            f"({', '.join(names)}); rename it or add it to --config.data.class_names")
         classes = names
     num_classes = V.check_num_classes(cfg)
     if num_classes and len(classes) > num_classes:
