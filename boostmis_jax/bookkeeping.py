@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-PHASES = ("train", "acquire", "done")
+PHASES = ("selfsup", "initial", "train", "acquire", "done")  # the first two: selfsup.py
 
 
 @dataclasses.dataclass
@@ -28,6 +28,13 @@ class Book:
     wall_time_s: float = 0.0
     config: dict = dataclasses.field(default_factory=dict)     # what the run trains with (resume checks)
     data_fingerprint: str = ""
+    val_rows: list[int] = dataclasses.field(default_factory=list)  # answered rows held out as validation
+
+    def hold_out(self, rows) -> None:
+        """Move answered rows from the labeled set to validation (data.val_share; selfsup.py)."""
+        rows = {int(i) for i in rows}
+        self.labeled = [i for i in self.labeled if i not in rows]
+        self.val_rows = sorted(set(self.val_rows) | rows)
 
     def labels(self, train_y: np.ndarray) -> np.ndarray:
         """Train labels with the oracle's answers in place (they may differ from the file's)."""
@@ -57,6 +64,7 @@ class Book:
         known = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in known}
         d["labeled"] = [int(i) for i in d["labeled"]]
+        d["val_rows"] = [int(i) for i in d.get("val_rows", [])]
         d["oracle_labels"] = {int(k): int(v) for k, v in d.get("oracle_labels", {}).items()}
         d["picks"] = {int(k): v for k, v in d.get("picks", {}).items()}
         return cls(**d)
@@ -101,5 +109,6 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(memoryview(a).cast("B"))
+        if a.size:  # an empty split (no labeled val folder yet) has only its shape
+            h.update(memoryview(a).cast("B"))
     return h.hexdigest()[:16]

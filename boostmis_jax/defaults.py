@@ -54,6 +54,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.window_center = 0.0            # DICOM: window applied to every file when window_width > 0
     c.data.window_width = 0.0             # DICOM: 0 = the file's own VOI LUT / window (else its full range)
     c.data.dicom_frame = -1               # DICOM: frame of multi-frame files to use; -1 refuses them
+    c.data.class_names = ""               # "normal,pneumonia": an image folder of unlabeled files (no class
+    #                                       sub-folders) in these classes; labels come from the oracle
+    c.data.val_share = 0.2                # no labeled val split (unlabeled folder without val/): this share
+    #                                       of each round's answers is held out as validation (0 = refuse)
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cnn"                  # registry: cnn | wrn28_2 | mlp | resnet18 | resnet50
@@ -95,6 +99,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.ssl.dist_align = False
     c.ssl.da_momentum = 0.999
 
+    c.selfsup = ml_collections.ConfigDict()   # SimCLR stage on the pool before any label (selfsup.py)
+    c.selfsup.steps = 0                   # 0 = off; its embedding picks the first round (al.initial)
+    c.selfsup.batch_size = 128            # images per step; each gives two augmented views (2x rows forward)
+    c.selfsup.lr = 0.1                    # SGD+Nesterov, cosine to 0 (SCAN/TypiClust: 0.4 at batch 512)
+    c.selfsup.weight_decay = 1e-4         # SCAN's SimCLR setting
+    c.selfsup.temperature = 0.1           # NT-Xent temperature (SCAN's, which TypiClust used)
+    c.selfsup.proj_dim = 128              # projection head output (SimCLR: 128)
+    c.selfsup.init = True                 # the task model starts from the self-supervised backbone
+
     c.aug = ml_collections.ConfigDict()
     c.aug.flip = True
     c.aug.pad_frac = 0.125
@@ -113,6 +126,9 @@ def get_config() -> ml_collections.ConfigDict:
     #                                       least_confidence coreset typiclust probcover badge;
     #                                       stages joined by '>' (typiclust>aus+bus, see al.switch_per_class)
     c.al.oracle = "simulated"             # simulated | files
+    c.al.initial = "random"               # data.num_labels=0: first round's picks, no label used: random |
+    #                                       typiclust | probcover (these two on the selfsup embedding)
+    c.al.initial_budget = 0               # rows in that first round (0 = al.budget x selectors)
     c.al.vat_xi = 1e-6
     c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: calibrated per pool on a grid
     #                                       4^-j * (2.0 images in [0,1], 1.0 features); set: that radius
@@ -215,6 +231,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(number("al.vat_xi") > 0, "al.vat_xi", "must be > 0")
     need(cfg.al.vat_eps is None or number("al.vat_eps") > 0, "al.vat_eps", "must be > 0 (or unset)")
     check_data_options(cfg.data)
+    from boostmis_jax import selfsup
+    selfsup.validate(cfg)
 
 
 GROUP_BY = ("", "patient")

@@ -192,6 +192,9 @@ class LabelSpace:
                                 for i, c in enumerate(self.class_names))
 
     def name(self, k: int) -> str:
+        """Class k's name; "" for -1 (no prediction yet: a zero-label run's first round)."""
+        if k == -1:
+            return ""
         return self.class_names[k] if 0 <= k < self.num_classes else str(k)
 
     def cell(self, k: int) -> str:
@@ -460,7 +463,8 @@ class FilesOracle:
             from boostmis_jax.reporting import contact_sheet
 
             imgs = np.asarray(self.images)[[q.index for q in queries]]
-            captions = [f"{q.id}\npred: {self.labels.name(q.predicted)}" for q in queries]
+            captions = [f"{q.id}\npred: {self.labels.name(q.predicted)}" if q.predicted >= 0 else q.id
+                        for q in queries]
             contact_sheet(paths.sheet, imgs, captions)
             for pos, img in enumerate(imgs):
                 _save_png(paths.image(pos), img)

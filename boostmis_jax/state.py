@@ -19,16 +19,19 @@ from boostmis_jax.thresholds import Threshold, ThresholdConfig
 
 
 class Cycles(NamedTuple):
-    """Steps of the first stage and of every later active-learning cycle."""
+    """Steps of the first stage and of every later active-learning cycle; `lead` cycles of no training come
+    first (1 in a zero-label run: cycle 0 is the first round of picks, before any classifier)."""
     first: int
     later: int
+    lead: int = 0
 
     @classmethod
     def from_config(cls, steps: int, steps_per_cycle: int) -> Cycles:
         return cls(int(steps), int(steps_per_cycle) or int(steps))
 
     def end_step(self, cycle: int) -> int:
-        return self.first + cycle * self.later
+        c = cycle - self.lead
+        return 0 if c < 0 else self.first + c * self.later
 
     def start_step(self, cycle: int) -> int:
         return self.end_step(cycle - 1) if cycle > 0 else 0

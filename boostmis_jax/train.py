@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boostmis_jax import acquisition, defaults, export, parallel, reporting
+from boostmis_jax import acquisition, defaults, export, parallel, reporting, selfsup
 from boostmis_jax.bookkeeping import Book, config_changes, data_fingerprint
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
@@ -110,7 +110,7 @@ class Run:
     def save(self, step: int, state: dict, book: Book) -> None:
         book.wall_time_s += time.time() - self.t_start
         self.t_start = time.time()
-        self.ckpt.save(step, state, book.to_json())
+        self.ckpt.save(step + selfsup.ckpt_offset(self.cfg, book.phase), state, book.to_json())
 
     def interrupt(self, step: int) -> Interrupted:
         self.ckpt.wait()
@@ -141,6 +141,7 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
         f"device(s), {jax.process_count()} process(es)")
     model = build_model(cfg.model, ds.num_classes)
     cycles = Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle)
+    cycles = cycles._replace(lead=int(selfsup.zero_label(cfg)))  # zero labels: cycle 0 trains nothing
     selectors = cfg.al.selectors
     cycle_budget = max(1, acquisition.round_size(selectors, int(cfg.al.budget)))
     training = build_training(cfg, model, kind=ds.kind, mean=ds.mean, std=ds.std,
@@ -173,7 +174,7 @@ def setup(cfg, workdir: Path, t_start: float) -> tuple[Run, Any]:
             compiles=compiles, t_start=t_start, say=say)
     r.old_handlers = {s: signal.signal(s, lambda signum, frame: r.stop.update(sig=signum))
                       for s in (signal.SIGTERM, signal.SIGINT)}
-    return r, training.init
+    return r, selfsup.wrap_init(cfg, model, training.init)
 
 
 class Training(NamedTuple):
@@ -228,14 +229,14 @@ def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
         step, state, meta = restored
         book = Book.from_json(meta)
         check_resumable(r, book, fingerprint)
+        step = selfsup.resume_step(cfg, state, book)
         r.say(f"resuming from step {step} (cycle {book.cycle}, phase {book.phase}) in {r.workdir}")
     else:
         split = parallel.on_process0(lambda: ensure_split(r.workdir, cfg.data, ds.train_y, int(cfg.seed),
                                                           groups=ds.train_groups))
         book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
-                    config=cfg.to_dict(), data_fingerprint=fingerprint)
-    r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl",
-                                       resume_step=restored[0] if restored else None)
+                    config=cfg.to_dict(), data_fingerprint=fingerprint, phase=selfsup.first_phase(cfg))
+    r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl", resume_step=step if restored else None)
     return state, book
 
 
@@ -247,7 +248,7 @@ def check_resumable(r: Run, book: Book, fingerprint: str) -> None:
         raise UserError(f"the data differs from the data this run was trained on (data.path="
                         f"{r.cfg.data.path!r}, fingerprint {book.data_fingerprint} -> {fingerprint}); use {where}")
     changes = config_changes(book.config, r.cfg.to_dict(), defaults.get_config().to_dict()) if book.config else []
-    done = len(book.history) - 1  # cycles finished after the first stage
+    done = len(book.history) - 1 + r.cycles.lead  # acquisition rounds answered
     if int(r.cfg.al.cycles) < done:
         changes.append(f"al.cycles: this run already finished {done} > {int(r.cfg.al.cycles)}")
     if changes:
@@ -269,8 +270,14 @@ def run(cfg, workdir: str) -> dict:
     r, init_fn = setup(cfg, Path(workdir), t_start)
     try:
         state, book = restore_or_start(r, init_fn)
+        selfsup.use_held_out(r, book)  # no labeled val split: validation from held-out answers
         while book.phase != "done":
-            if book.phase == "train":
+            if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
+                state, waiting = selfsup.run_phase(r, state, book)
+                if waiting:
+                    r.ckpt.wait()
+                    return {"status": "waiting_for_labels", "cycle": book.cycle}
+            elif book.phase == "train":
                 state = train_cycle(r, state, book)
                 state = finish_cycle(r, state, book)
             elif not acquire(r, state, book):
@@ -317,7 +324,7 @@ def batch_maker(r: Run, book: Book):
     """step -> host batch for the current cycle: a pure function of (seed, cycle, step)."""
     ds, seed, cycle = r.ds, int(r.cfg.seed), book.cycle
     labeled = np.asarray(book.labeled, np.int64)
-    unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), labeled)
+    unlabeled = np.setdiff1d(np.arange(len(ds.train_y)), np.asarray(book.labeled + book.val_rows, np.int64))
     if len(unlabeled) == 0:  # the oracle labeled the whole pool: consistency runs on labeled rows
         unlabeled = labeled
     labels = book.labels(ds.train_y)
@@ -446,7 +453,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     No save after the answers: the next periodic save records the new labeled set; a run killed before it
     resumes from the 'acquire' checkpoint and recomputes the same picks deterministically."""
     ds, n = r.ds, len(r.ds.train_y)
-    left = n - len(book.labeled)
+    left = n - len(book.labeled) - len(book.val_rows)
     if left == 0:
         r.say(f"cycle {book.cycle}: every train row is labeled; the run ends here")
         book.phase = "done"
@@ -456,7 +463,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
               f"this round labels all of them", file=sys.stderr)
     xs, valid = r.pool()
     labeled = np.zeros(valid.shape, bool)
-    labeled[np.asarray(book.labeled)] = True
+    labeled[np.asarray(book.labeled + book.val_rows, np.int64)] = True  # held-out val rows: never re-asked
     t0 = time.time()
     key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
     variables = best_variables(state, book)
@@ -475,6 +482,7 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     if answers is None:
         return False
     book.record_answers([dataclasses.asdict(q) for q in queries], answers)
+    selfsup.hold_out_answers(r, book, answers)
     return True
 
 

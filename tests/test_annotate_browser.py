@@ -159,3 +159,50 @@ def test_label_every_query_in_the_browser_then_training_continues(driver, tmp_pa
     assert s["n_active"] == n
     print(f"screenshots: {tmp_path / 'annotate.png'}, {tmp_path / 'annotate_grid.png'}")
 
+
+
+def test_zero_label_first_round_labelled_in_the_browser_then_the_classifier_trains(driver, tmp_path):
+    """From an unlabeled folder: the self-supervised stage picks cycle 0 with no classifier (no prediction
+    shown), a person labels it on the page, and 'Continue training' trains the first classifier."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_zero_label import build_unlabeled_folder, folder_cmd
+
+    folder, wd = tmp_path / "scans", tmp_path / "run"
+    truth = build_unlabeled_folder(folder)
+    p = run_cmd(folder_cmd(wd, folder))
+    assert p.returncode == 0, p.stderr[-3000:]
+    manifest = read_manifest(0, wd)
+    n = len(manifest.queries)
+    assert n == 8 and manifest.has_images and not (wd / "model").exists()
+
+    server, url = _start_annotate(wd)
+    try:
+        wait = WebDriverWait(driver, 60)
+        text = lambda el_id: driver.find_element(By.ID, el_id).text
+        driver.get(url)
+        wait.until(lambda d: text("count") == f"0 of {n} labelled")
+        assert text("pred") == ""                      # no classifier yet: no prediction, no confidence
+        assert not driver.find_elements(By.CSS_SELECTOR, "button.cls.predicted")
+        for k, q in enumerate(manifest.queries):
+            wait.until(lambda d, k=k: text("position") == f"{k + 1} of {n}")
+            ActionChains(driver).send_keys(str(truth[q.id] + 1)).perform()   # key 1 = normal, 2 = pneumonia
+            wait.until(lambda d, k=k: text("count") == f"{k + 1} of {n} labelled")
+        wait.until(lambda d: d.find_element(By.ID, "done").is_displayed())
+        labels = LabelSpace(2, manifest.class_names)
+        assert read_answers(wd / "queries" / "cycle_0.csv", manifest.queries, labels) == \
+            {q.index: truth[q.id] for q in manifest.queries}
+        driver.find_element(By.ID, "continue").click()
+        wait.until(lambda d: d.find_element(By.ID, "trained").is_displayed())
+        out, err = server.communicate(timeout=900)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, err[-3000:]
+    assert "continuing training" in out
+    assert (wd / "model").is_dir()                     # the first classifier, trained on the 8 labels
+    rows = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    assert {r["labeled"] for r in rows if "train/loss" in r} == {8}
+    assert read_manifest(1, wd).queries                # and the next round waits for the person

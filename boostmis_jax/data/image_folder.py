@@ -1,7 +1,13 @@
 """Image folders: `root/<class>/*.png|jpg|jpeg|dcm` or `root/{train,val,test}/<class>/...`; and `dicom_folder`,
 the same layout holding DICOM files only (`.dcm`, or no suffix with the DICM preamble).
 
-Class order is the sorted class-folder names of train. Images may sit in nested sub-folders of a class folder
+Unlabeled mode: with `data.class_names="normal,pneumonia"` and no sub-folder of that name, every image
+under `root` (or `root/train`), in any sub-folders except `val/` and `test/`, is an unlabeled pool row
+(label -1, labels come from the oracle; data.num_labels=0). Labeled `root/val/<class>/` and
+`root/test/<class>/` folders are read when present; without a test folder the test metrics are computed
+on the validation images (a warning says so).
+
+Class order is the sorted class-folder names of train (or data.class_names' order when given). Images may sit in nested sub-folders of a class folder
 (e.g. one per patient). Missing val/test are carved from train (stratified, seed 0). With
 data.group_by="patient" the patient of each file comes from `root/patients.csv` (id = the file's path
 relative to root, as in train_ids) or, for DICOM files, from their PatientID.
@@ -155,6 +161,10 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     if size < 0:
         raise UserError(f"data.image_size: {size} is negative; pass 0 (keep) or a side length in pixels")
     opts = dicom.DicomOptions.from_cfg(cfg)
+    names = class_names_of(cfg)
+    pool_dir = root / "train" if (root / "train").is_dir() else root
+    if names and not any((pool_dir / n).is_dir() for n in names):
+        return load_unlabeled(cfg, root, pool_dir, names, accept, what, size, opts)
     top = subdirs(root)
     V.check_folder_layout(root, [p.name for p in top], SPLITS)
     split_layout = bool(top) and "train" in {p.name for p in top} and {p.name for p in top} <= set(SPLITS)
@@ -164,6 +174,12 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     if not class_dirs:
         raise UserError(f"{train_dir}: no class sub-folders; put images in {train_dir}/<class name>/")
     classes = [p.name for p in class_dirs]
+    if names:
+        extra = [c for c in classes if c not in names]
+        if extra:
+            raise UserError(f"{train_dir / extra[0]}: class folder not in data.class_names "
+                            f"({', '.join(names)}); rename it or add it to --config.data.class_names")
+        classes = names
     num_classes = V.check_num_classes(cfg)
     if num_classes and len(classes) > num_classes:
         raise UserError(f"{class_dirs[num_classes]}: class folder #{num_classes + 1} of {len(classes)} "
@@ -199,6 +215,79 @@ def load_folder(cfg: Any, accept: Callable[[Path], bool], hint: str, what: str) 
     if splits["train"] is None:
         raise UserError(f"{train_dir}: no training images; add images under {train_dir}/<class name>/")
     return assemble(root.resolve().name, "image", splits, cfg, classes, patients_csv=root / PATIENTS_NAME)
+
+
+def class_names_of(cfg: Any) -> list[str]:
+    """`data.class_names` ("a,b,c") as a list; [] when unset. Names must be distinct and non-empty."""
+    text = str(V.cfg_get(cfg, "class_names") or "").strip()
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names) or len(names) < 2:
+        raise UserError(f"data.class_names: {text!r} needs two or more distinct, non-empty names; pass "
+                        f"--config.data.class_names=normal,pneumonia")
+    return names
+
+
+def _labeled_split_dir(folder: Path, names: list[str], accept, what: str) -> list[tuple[Path, int]]:
+    entries = []
+    for cdir in subdirs(folder):
+        if cdir.name not in names:
+            raise UserError(f"{cdir}: class folder not in data.class_names ({', '.join(names)}); rename it "
+                            f"to one of them")
+        entries += [(p, names.index(cdir.name)) for p in images_in(cdir, accept)]
+    if not entries:
+        raise UserError(f"{folder}: no labeled {what} files; put them in {folder}/<class name>/ or remove it")
+    return entries
+
+
+def load_unlabeled(cfg: Any, root: Path, pool_dir: Path, names: list[str], accept, what: str, size: int,
+                   opts) -> Dataset:
+    """An unlabeled pool (label -1 everywhere) plus optional labeled val/test class folders."""
+    if int(V.cfg_get(cfg, "num_labels")) != 0 or str(V.cfg_get(cfg, "split_file") or ""):
+        raise UserError(f"{pool_dir}: images without class sub-folders (data.class_names given) carry no "
+                        f"labels; pass --config.data.num_labels=0 and let the oracle label them")
+    if str(V.cfg_get(cfg, "group_by") or ""):
+        raise UserError("data.group_by=patient: not supported for an unlabeled folder yet; pass "
+                        "--config.data.group_by=''")
+    num_classes = V.check_num_classes(cfg)
+    if num_classes and num_classes != len(names):
+        raise UserError(f"data.num_classes={num_classes} but data.class_names names {len(names)}; pass "
+                        f"--config.data.num_classes=0")
+    held = [root / s for s in ("val", "test")]
+    pool = [p for p in images_in(pool_dir, accept)
+            if pool_dir != root or not any(h in p.parents for h in held)]
+    if not pool:
+        raise UserError(f"{pool_dir}: no {what} files; put the unlabeled images there")
+    labeled = {s: _labeled_split_dir(root / s, names, accept, what) for s in ("val", "test")
+               if (root / s).is_dir()}
+    share = float(V.cfg_get(cfg, "val_share"))
+    if "val" not in labeled and not 0 < share < 1:
+        raise UserError(f"{root}: no labeled validation images and data.val_share={share}; put some under "
+                        f"{root}/val/<class name>/ (class names: {', '.join(names)}) or pass "
+                        f"--config.data.val_share=0.2 to hold out a share of the answers")
+    gray = _is_gray(pool + [p for entries in labeled.values() for p, _ in entries])
+    ch = 1 if gray else 3
+    train_x, ref = load_images(pool, ch, size, None, opts)
+    out = {}
+    for s, entries in labeled.items():
+        x, ref = load_images([p for p, _ in entries], ch, size, ref, opts)
+        out[s] = (x, np.array([c for _, c in entries], np.int32), [p.relative_to(root).as_posix()
+                                                                    for p, _ in entries])
+    if "val" not in out:  # filled from held-out answers as they arrive (selfsup.hold_out_answers)
+        out["val"] = (train_x[:0], np.zeros(0, np.int32), [])
+        V.warn(f"{root}: no labeled val folder; a share data.val_share={share} of each round's answers is "
+               f"held out as validation")
+    if "test" not in out:
+        V.warn(f"{root}: no labeled test folder; test metrics are computed on the validation images (not an "
+               f"unbiased estimate); add {root}/test/<class name>/ for one")
+        out["test"] = out["val"]
+    mean, std = V.channel_stats(train_x)
+    return Dataset(name=root.resolve().name, kind="image", train_x=train_x,
+                   train_y=np.full(len(pool), -1, np.int32), val_x=out["val"][0], val_y=out["val"][1],
+                   test_x=out["test"][0], test_y=out["test"][1], num_classes=len(names), class_names=names,
+                   train_ids=[p.relative_to(root).as_posix() for p in pool], mean=mean, std=std,
+                   val_ids=out["val"][2], test_ids=out["test"][2])
 
 
 @register_source("image_folder")

@@ -336,6 +336,11 @@ def ensure_split(workdir: str | os.PathLike, cfg_data: Any, train_y: np.ndarray,
     split_file = str(cfg_get(cfg_data, "split_file") or "")
     num_train = len(train_y)
     want = int(cfg_get(cfg_data, "num_labels"))
+    if want == 0 and not split_file:  # zero labels: the oracle labels the first round (selfsup.py)
+        indices = np.zeros(0, np.int64)
+        atomic_write_text(saved_path, json.dumps({"labeled": [], "num_train": num_train,
+                                                  "checksum": labels_checksum(train_y)}) + "\n")
+        return indices
     explicit = load_split_file(split_file, num_train) if split_file else None
     requested = None
     if saved_path.exists():
