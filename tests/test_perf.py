@@ -57,3 +57,68 @@ def test_run_reports_throughput_and_timing(tmp_path):
     assert set(PHASES) <= set(timing)
     # this run compiled a step, trained, validated, scored a pool and saved checkpoints
     assert all(timing[k] > 0 for k in PHASES), timing
+
+
+def _clustered_pool(n_clusters=64, size=8, dim=48, seed=0):
+    """Unit rows in tight clusters of `size` (within-cluster cosine ~0.9, across ~0 +- 0.3): each row's
+    size-1 nearest rows are its cluster, far from the rest, so the top-(size-1) set is well separated."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, dim))
+    emb = np.repeat(centers, size, axis=0) + 0.25 * rng.normal(size=(n_clusters * size, dim))
+    return emb[rng.permutation(len(emb))].astype(np.float32)
+
+
+def test_bf16_knn_topk_equals_fp32_on_a_separated_pool():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from boostmis_jax.acquisition.density import knn_density, knn_neighbours
+
+    emb = _clustered_pool()
+    # invalid rows (exact copies of valid ones: the nearest rows of all, were they valid) are nobody's
+    # neighbour on either path
+    emb = np.concatenate([emb, emb[:: 64] + 1e-3])
+    valid = np.arange(len(emb)) < 512
+    k = 7
+    e, v = jnp.asarray(emb), jnp.asarray(valid)
+    s32, i32 = map(np.asarray, knn_neighbours(e, v, k=k, block=128, precision="float32"))
+    s16, i16 = map(np.asarray, knn_neighbours(e, v, k=k, block=128, precision="bfloat16"))
+    # brute force in float64: the crafted gap between a row's k-th and (k+1)-th neighbour
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = u @ u.T
+    sim[~valid] = -np.inf
+    sim[:, ~valid] = -np.inf
+    np.fill_diagonal(sim, -np.inf)
+    order = np.sort(sim[valid], axis=1)[:, ::-1]
+    assert np.min(order[:, k - 1] - order[:, k]) > 0.05  # separated well beyond bf16's ~2^-7
+    np.testing.assert_array_equal(i16[valid], i32[valid])
+    # rescored in fp32: values match fp32's, not bf16's (a bf16 similarity is off by ~1e-3)
+    np.testing.assert_allclose(s16[valid], s32[valid], atol=2e-6)
+    np.testing.assert_allclose(s32[valid], order[:, :k], atol=2e-6)
+    for kind in ("degree", "cosine"):
+        d32 = np.asarray(knn_density(e, v, k=k, block=128, kind=kind, precision="float32"))
+        d16 = np.asarray(knn_density(e, v, k=k, block=128, kind=kind, precision="bfloat16"))
+        np.testing.assert_allclose(d16, d32, atol=2e-6)
+
+
+def test_bf16_knn_without_rescoring_would_differ():
+    """The rescoring is what makes the bf16 path exact: bf16 similarities alone are off by more than the
+    tolerance the test above holds the bf16 path to."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    emb = _clustered_pool()
+    u = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    lo = np.asarray(jnp.matmul(jnp.asarray(u, jnp.bfloat16), jnp.asarray(u, jnp.bfloat16).T,
+                               preferred_element_type=jnp.float32))
+    assert np.max(np.abs(lo - u @ u.T)) > 1e-4
+
+
+def test_knn_precision_auto_is_float32_on_cpu_and_bad_names_fail():
+    from boostmis_jax.acquisition.density import resolve_precision
+
+    assert resolve_precision("auto") == "float32"  # the test machine's backend is the CPU
+    with pytest.raises(ValueError, match="bfloat16"):
+        resolve_precision("fp8")
