@@ -33,10 +33,12 @@ from boostmis_jax.acquisition.layout import infer_shards, row_sharding
 
 GROUP = 16
 PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION = "auto"  # what `precision=None` means; benchmarks set it for A/B runs
 
 
-def resolve_precision(precision: str) -> str:
+def resolve_precision(precision: str | None) -> str:
     """'auto' -> 'bfloat16' on an accelerator backend, 'float32' on CPU."""
+    precision = PRECISION if precision is None else precision
     if precision not in PRECISIONS:
         raise ValueError(f"knn precision {precision!r}: choose one of {PRECISIONS}")
     if precision == "auto":
@@ -122,7 +124,7 @@ def _top_sims(q: jax.Array, qrows: jax.Array, keys: jax.Array, key_ok: jax.Array
 
 def knn_density(emb: jax.Array, valid: jax.Array, *, k: int, block: int, kind: str = "cosine",
                 shards: int | None = None, rows_sharding: NamedSharding | None = None,
-                precision: str = "auto", shortlist: int = 0) -> jax.Array:
+                precision: str | None = None, shortlist: int = 0) -> jax.Array:
     """(N,) density >= 0 over the VALID rows (self excluded), `kind` 'degree' or 'cosine' (see above).
 
     Rows with fewer than k valid neighbours use those they have; invalid rows (and rows with no neighbour)
@@ -136,7 +138,7 @@ def knn_density(emb: jax.Array, valid: jax.Array, *, k: int, block: int, kind: s
                         precision=resolve_precision(precision), shortlist=int(shortlist))
 
 
-def knn_neighbours(emb: jax.Array, valid: jax.Array, *, k: int, block: int, precision: str = "auto",
+def knn_neighbours(emb: jax.Array, valid: jax.Array, *, k: int, block: int, precision: str | None = None,
                    shortlist: int = 0) -> tuple[jax.Array, jax.Array]:
     """(N, k) cosine similarities and row indices of each valid row's k nearest valid rows (self excluded;
     -inf where none): the kernel `knn_density` reduces, exposed for tests and benchmarks (one device)."""
