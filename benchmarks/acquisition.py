@@ -155,9 +155,11 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
                         "bfloat16" if prec == "bfloat16" else "float32")
     ideal = model_flops / model_rate + knn_flops / knn_rate
     flops = model_flops + knn_flops
-    emb = jax.jit(lambda v, xb: model.apply(v, xb)[1])(variables, x)
-    knn_s = timed(lambda: density.knn_density(emb, candidate, k=args.k, block=cfg["knn_block"],
-                                              kind=AL.density), args.repeats)
+    knn_s = None
+    if not args.no_knn_alone:
+        emb = jax.jit(lambda v, xb: model.apply(v, xb)[1])(variables, x)
+        knn_s = timed(lambda: density.knn_density(emb, candidate, k=args.k, block=cfg["knn_block"],
+                                                  kind=AL.density), args.repeats)
     out = {
         "case": name, "pool": pool, "padded_pool": n_pad, "input_shape": list(x_shape),
         "dim": x_shape[0] if len(x_shape) == 1 else None,
@@ -170,9 +172,10 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
         "matmul_flops_per_s": round(flops / ideal, 1), "model_dot_flops_per_s": round(model_rate, 1),
         "knn_dot_flops_per_s": round(knn_rate, 1), "ratio_to_matmul": round(seconds / ideal, 3),
         "knn_precision": prec, "achieved_tflops": round(flops / seconds / 1e12, 3),
-        "floor_s": round(ideal, 4), "knn_s": round(knn_s, 4),
-        "knn_tflops": round(knn_flops / knn_s / 1e12, 3), "knn_floor_s": round(knn_flops / knn_rate, 4),
+        "floor_s": round(ideal, 4), "knn_floor_s": round(knn_flops / knn_rate, 4),
     }
+    if knn_s is not None:
+        out.update(knn_s=round(knn_s, 4), knn_tflops=round(knn_flops / knn_s / 1e12, 3))
     if args.breakdown or name == "image":
         for sel in ("entropy", "aus", "bus"):
             out[f"seconds_{sel}_only"] = round(timed(call((sel,)), args.repeats), 4)
@@ -259,6 +262,7 @@ def main() -> None:
                    help="the k-NN similarity's precision in the scorer (auto: bf16 on an accelerator)")
     p.add_argument("--knn-variants", default="",
                    help="PRECISION:BLOCK[,...]: time the k-NN density alone per variant (first line first)")
+    p.add_argument("--no-knn-alone", action="store_true", help="skip timing the k-NN alone in the cases")
     p.add_argument("--knn-pool", type=int, default=200_000 if gpu else 4096)
     p.add_argument("--knn-dim", type=int, default=512)
     args = p.parse_args()

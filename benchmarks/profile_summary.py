@@ -16,14 +16,26 @@ import json
 import os
 
 
+def _stats(event) -> dict:
+    """A few short string stats of an event (on a GPU kernel: the HLO op / module it runs), best effort."""
+    out = {}
+    try:
+        for k, v in event.stats:
+            if isinstance(v, str) and v and len(out) < 6:
+                out[str(k)] = v[:120]
+    except Exception:  # noqa: BLE001  the stats API differs between jax versions
+        pass
+    return out
+
+
 def _lines(pd) -> list[tuple[str, str, list]]:
-    """(plane, line, [(name, dur_ns)]) of device planes, or of the host's XLA threads when none."""
+    """(plane, line, [(name, dur_ns, event)]) of device planes, or of the host's XLA threads when none."""
     out = []
     for plane in pd.planes:
         if not plane.name.startswith("/device:"):
             continue
         for line in plane.lines:
-            out.append((plane.name, line.name, [(e.name, e.duration_ns) for e in line.events]))
+            out.append((plane.name, line.name, [(e.name, e.duration_ns, e) for e in line.events]))
     if out:
         return out
     for plane in pd.planes:
@@ -31,7 +43,7 @@ def _lines(pd) -> list[tuple[str, str, list]]:
             continue
         for line in plane.lines:
             if line.name.startswith("tf_XLA"):  # XLA:CPU's op threads
-                out.append((plane.name, line.name, [(e.name, e.duration_ns) for e in line.events]))
+                out.append((plane.name, line.name, [(e.name, e.duration_ns, e) for e in line.events]))
     return out
 
 
@@ -50,9 +62,11 @@ def summarize(trace_dir: str, calls: int = 1, top: int = 25) -> dict:
     for (plane, line), events in merged.items():
         per: collections.Counter = collections.Counter()
         cnt: collections.Counter = collections.Counter()
-        for name, dur in events:
+        first: dict = {}
+        for name, dur, ev in events:
             per[name] += dur
             cnt[name] += 1
+            first.setdefault(name, ev)
         total = sum(per.values())
         if not total:
             continue
@@ -60,7 +74,7 @@ def summarize(trace_dir: str, calls: int = 1, top: int = 25) -> dict:
             "plane": plane, "line": line, "total_ms": round(total / 1e6 / calls, 4),
             "events": round(len(events) / calls, 1),
             "top": [{"name": n[:160], "ms": round(d / 1e6 / calls, 4), "count": round(cnt[n] / calls, 1),
-                     "share": round(d / total, 4)} for n, d in per.most_common(top)],
+                     "share": round(d / total, 4), "stats": _stats(first[n])} for n, d in per.most_common(top)],
         })
     rows.sort(key=lambda r: -r["total_ms"])
     return {"calls": calls, "file": os.path.basename(files[-1]), "lines": rows}

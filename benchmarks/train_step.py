@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", default="boostmis", help="ssl.threshold (boostmis | fixed | none)")
     p.add_argument("--no-bare", action="store_true", help="skip the bare step (saves its compile)")
     p.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}: one more line each")
+    p.add_argument("--variants-on", default="all", help="MODEL:DTYPE[,...] the variants follow (default all)")
+    p.add_argument("--views", default="", help="MODEL:DTYPE[,...]: also time the views (augmentation) alone")
     p.add_argument("--trace", default="", help="MODEL:DTYPE[,...]: per-kernel times of the SSL step")
     p.add_argument("--trace-out", default="", help="where the full per-kernel summary goes (JSON)")
     p.add_argument("--trace-steps", type=int, default=5)
@@ -282,11 +284,33 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         row["_profile"] = profile_case(a, cfg, mesh, ssl_batch, statistics.median(times["bare"]), ssl_s,
                                        statistics.median(times["ssl_noaug"]))
     case = f"{model_name}:{dtype}"
+    if a.views and (a.views == "all" or case in a.views.split(",")):
+        row["views_ms"] = views_ms(a, cfg, mesh, ssl_batch)
+        row["views_share"] = round(row["views_ms"] / row["ssl_ms"], 3)
     if a.trace and (a.trace == "all" or case in a.trace.split(",")):
         row["_trace"] = trace_case(a, runners["ssl"][0], holder, ssl_batch, case)
-    if a.variants:
+    if a.variants and (a.variants_on == "all" or case in a.variants_on.split(",")):
         row["_variants"] = (ssl_lowered, runners["ssl"][0], holder, ssl_batch, total)
     return row
+
+
+def views_ms(a: argparse.Namespace, cfg, mesh, ssl_batch: dict) -> float:
+    """Milliseconds of the step's augmentation program alone (weak + strong views of every image)."""
+    rep = parallel.replicated(mesh)
+    pre = make_preprocess("image")
+    views = make_views("image", cfg.aug)
+    B, uB = a.batch, a.uratio * a.batch
+
+    def all_views(xl, xu, s):
+        wl, _ = views(example_keys(0, s, 0, B), pre(xl))
+        wu, su = views(example_keys(0, s, 1, uB), pre(xu))
+        return jnp.concatenate([wl, wu, su])
+
+    step = jnp.asarray(3, jnp.int32)
+    c = jax.jit(all_views, out_shardings=rep).lower(ssl_batch["xl"], ssl_batch["xu"], step).compile()
+    _block(c(ssl_batch["xl"], ssl_batch["xu"], step))
+    return round(1e3 * statistics.median(time_fn(lambda: _block(c(ssl_batch["xl"], ssl_batch["xu"], step)),
+                                                 max(3, a.steps))), 3)
 
 
 def pipelined(fn, holder: dict, name: str, batch: dict, n: int) -> float:
