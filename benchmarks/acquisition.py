@@ -84,25 +84,38 @@ def dot_rate(m: int, k: int, n: int, repeats: int, dtype: str = "float32") -> fl
 
 
 def knn_case(n: int, dim: int, precision: str, block: int, k: int, repeats: int, kind: str,
-             reference: object = None) -> tuple[dict, object]:
+             reference: object = None, group: int | None = None, shortlist: int = 0) -> tuple[dict, object]:
     """The k-NN density alone on random embeddings: seconds, TFLOP/s and its floor; with `reference`
-    (the float32 neighbours of the same pool), the share of rows whose top-k set equals it."""
+    (the float32 neighbours of the same pool), the share of rows whose top-k set equals it. `group`: the
+    top-k prefilter's group size (0: plain top-k), `shortlist`: bf16 candidates per row (0: 2k)."""
     emb = jax.random.normal(jax.random.key(7), (n, dim), jnp.float32)
     valid = jnp.ones((n,), bool)
     prec = density.resolve_precision(precision)
-    seconds = timed(lambda: density.knn_density(emb, valid, k=k, block=block, kind=kind, precision=prec),
-                    repeats)
+    group = density.GROUP if group is None else group
+    saved, density.GROUP = density.GROUP, group
+    jax.clear_caches()  # GROUP is read while tracing: no stale program of another variant
+    try:
+        return _knn_case(emb, valid, n, dim, prec, block, k, repeats, kind, reference, shortlist, group)
+    finally:
+        density.GROUP = saved
+        jax.clear_caches()
+
+
+def _knn_case(emb, valid, n, dim, prec, block, k, repeats, kind, reference, shortlist, group):
+    seconds = timed(lambda: density.knn_density(emb, valid, k=k, block=block, kind=kind, precision=prec,
+                                                shortlist=shortlist), repeats)
     b = min(block, n)
     flops = 2.0 * n * n * dim
     rate = dot_rate(b, dim, b, repeats, "bfloat16" if prec == "bfloat16" else "float32")
     out = {"case": "knn", "pool": n, "dim": dim, "precision": prec, "block": block, "k": k, "kind": kind,
+           "group": group, "shortlist": shortlist or (2 * k if prec == "bfloat16" else k),
            "seconds": round(seconds, 4), "flops": flops, "achieved_tflops": round(flops / seconds / 1e12, 3),
            "dot_tflops": round(rate / 1e12, 3), "floor_s": round(flops / rate, 4),
            "ratio_to_floor": round(seconds * rate / flops, 3), "device": str(jax.devices()[0].device_kind),
            "backend": jax.default_backend()}
     nb = None
     if reference is not None or prec == "float32":
-        nb = density.knn_neighbours(emb, valid, k=k, block=block, precision=prec)
+        nb = density.knn_neighbours(emb, valid, k=k, block=block, precision=prec, shortlist=shortlist)
     if reference is not None and nb is not None:
         same = jnp.all(jnp.sort(nb[1], axis=1) == jnp.sort(reference[1], axis=1), axis=1)
         out["topk_equal_to_float32"] = round(float(jnp.mean(same)), 6)
@@ -261,7 +274,8 @@ def main() -> None:
     p.add_argument("--precision", choices=density.PRECISIONS, default="auto",
                    help="the k-NN similarity's precision in the scorer (auto: bf16 on an accelerator)")
     p.add_argument("--knn-variants", default="",
-                   help="PRECISION:BLOCK[,...]: time the k-NN density alone per variant (first line first)")
+                   help="PRECISION:BLOCK[:GROUP[:SHORTLIST]][,...]: time the k-NN density alone per variant; "
+                        "GROUP 0 = plain top-k (default the prefilter's 16), SHORTLIST 0 = 2k")
     p.add_argument("--no-knn-alone", action="store_true", help="skip timing the k-NN alone in the cases")
     p.add_argument("--knn-pool", type=int, default=200_000 if gpu else 4096)
     p.add_argument("--knn-dim", type=int, default=512)
@@ -271,10 +285,12 @@ def main() -> None:
 
     ref = None
     for v in [v for v in args.knn_variants.split(",") if v.strip()]:
-        prec, _, block = v.strip().partition(":")
+        parts = v.strip().split(":") + ["", "", ""]
+        prec, block, group, short = parts[:4]
         try:
             out, nb = knn_case(args.knn_pool, args.knn_dim, prec, int(block or AL.knn_block), args.k,
-                               args.repeats, AL.density, ref)
+                               args.repeats, AL.density, ref, int(group) if group else None,
+                               int(short or 0))
             if out["precision"] == "float32" and ref is None:
                 ref = nb
         except Exception as e:  # noqa: BLE001  e.g. out of memory at a large block: report, go on

@@ -31,7 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 from boostmis_jax.acquisition.layout import infer_shards, row_sharding
 
-GROUP = 16
+GROUP = 16  # the top-k prefilter's group size (0: plain top-k; benchmarks set it for A/B runs)
 PRECISIONS = ("auto", "float32", "bfloat16")
 PRECISION = "auto"  # what `precision=None` means; benchmarks set it for A/B runs
 
@@ -54,7 +54,7 @@ def _block_topk(sim: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     plus top-k over B/GROUP maxima and over k*GROUP gathered values replaces a top-k over all B values.
     """
     q, b = sim.shape
-    if b % GROUP != 0 or b // GROUP <= k:
+    if not GROUP or b % GROUP != 0 or b // GROUP <= k:
         return jax.lax.top_k(sim, min(k, b))
     groups = sim.reshape(q, b // GROUP, GROUP)
     _, gi = jax.lax.top_k(jnp.max(groups, axis=-1), k)
@@ -64,10 +64,22 @@ def _block_topk(sim: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     return vals, jnp.take_along_axis(cols, j, axis=1)
 
 
-def _pick_block(rows: int, block: int) -> int:
-    """Largest block <= `block` dividing `rows` (no padding needed), or 0 when only tiny ones do."""
+def _pick_block(rows: int, block: int, pad_ok: bool = False) -> int:
+    """Largest block <= `block` dividing `rows` (no padding needed), or 0 when only tiny ones do.
+
+    Blocks the top-k prefilter can split into groups come first. With `pad_ok` (the caller pads the rows to
+    a multiple of `block` on 0): 0 also when no such block of at least 3/4 `block` divides and padding
+    adds at most 5% rows -- a large pool then runs full-size prefiltered blocks (a 1M pool padded to the
+    scorer's chunk has no useful divisor)."""
     top = min(block, rows)
-    for b in range(top, max(top // 4, 1) - 1, -1):
+    lo = max(top // 4, 1)
+    if GROUP:
+        for b in range(top - top % GROUP, max(lo, 3 * top // 4 if pad_ok else lo) - 1, -GROUP):
+            if b > 0 and rows % b == 0:
+                return b
+        if pad_ok and top % GROUP == 0 and (-rows) % top <= 0.05 * rows:
+            return 0
+    for b in range(top, lo - 1, -1):
         if rows % b == 0:
             return b
     return 0
@@ -157,7 +169,7 @@ def _padded_top_sims(e: jax.Array, valid: jax.Array, k: int, block: int, precisi
                      shortlist: int) -> tuple[jax.Array, jax.Array]:
     """`_top_sims` of every row against every row on one device, padding N to a multiple of the block."""
     n = e.shape[0]
-    b = _pick_block(n, block) or min(block, n)
+    b = _pick_block(n, block, pad_ok=True) or min(block, n)
     n_pad = -(-n // b) * b
 
     def pad(a: jax.Array) -> jax.Array:
