@@ -8,6 +8,12 @@ small CNN on images.
 
     python benchmarks/acquisition.py                 # CPU defaults: 20k x 2048 features, 2k 28x28 images
     python benchmarks/acquisition.py --pool 1000000  # GPU default
+    python benchmarks/acquisition.py --skip-features --skip-images --knn-variants float32:2048,bfloat16:4096
+        # the k-NN density alone on random (--knn-pool x --knn-dim) embeddings, one line per precision:block
+
+Every case line carries `achieved_tflops` (the FLOPs counted above over the measured seconds) beside
+`floor_s` (those FLOPs at the measured dot rates) and, for the k-NN alone, `knn_s`, `knn_tflops` and
+`knn_floor_s` (N^2 E 2 FLOPs at the rate of a dot of the k-NN's block shape in its precision).
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from boostmis_jax.acquisition import make_scorer
+from boostmis_jax.acquisition import density, make_scorer
 from boostmis_jax.defaults import get_config
 
 AL = get_config().al
@@ -69,12 +75,52 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def dot_rate(m: int, k: int, n: int, repeats: int) -> float:
-    """FLOP/s of a plain jitted jnp.dot (m,k)@(k,n)."""
-    a = jax.random.normal(jax.random.key(1), (m, k))
-    b = jax.random.normal(jax.random.key(2), (k, n))
-    f = jax.jit(jnp.dot)
+def dot_rate(m: int, k: int, n: int, repeats: int, dtype: str = "float32") -> float:
+    """FLOP/s of a plain jitted jnp.dot (m,k)@(k,n) (fp32 accumulation) on random `dtype` operands."""
+    a = jax.random.normal(jax.random.key(1), (m, k)).astype(dtype)
+    b = jax.random.normal(jax.random.key(2), (k, n)).astype(dtype)
+    f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
     return 2.0 * m * k * n / timed(lambda: f(a, b), max(repeats, 3))
+
+
+def knn_case(n: int, dim: int, precision: str, block: int, k: int, repeats: int, kind: str,
+             reference: object = None, group: int | None = None, shortlist: int = 0) -> tuple[dict, object]:
+    """The k-NN density alone on random embeddings: seconds, TFLOP/s and its floor; with `reference`
+    (the float32 neighbours of the same pool), the share of rows whose top-k set equals it. `group`: the
+    top-k prefilter's group size (0: plain top-k), `shortlist`: bf16 candidates per row (0: 2k)."""
+    emb = jax.random.normal(jax.random.key(7), (n, dim), jnp.float32)
+    valid = jnp.ones((n,), bool)
+    prec = density.resolve_precision(precision)
+    group = density.GROUP if group is None else group
+    saved, density.GROUP = density.GROUP, group
+    jax.clear_caches()  # GROUP is read while tracing: no stale program of another variant
+    try:
+        return _knn_case(emb, valid, n, dim, prec, block, k, repeats, kind, reference, shortlist, group)
+    finally:
+        density.GROUP = saved
+        jax.clear_caches()
+
+
+def _knn_case(emb, valid, n, dim, prec, block, k, repeats, kind, reference, shortlist, group):
+    seconds = timed(lambda: density.knn_density(emb, valid, k=k, block=block, kind=kind, precision=prec,
+                                                shortlist=shortlist), repeats)
+    b = min(block, n)
+    flops = 2.0 * n * n * dim
+    rate = dot_rate(b, dim, b, repeats, "bfloat16" if prec == "bfloat16" else "float32")
+    out = {"case": "knn", "pool": n, "dim": dim, "precision": prec, "block": block, "k": k, "kind": kind,
+           "group": group, "shortlist": shortlist or (2 * k if prec == "bfloat16" else k),
+           "seconds": round(seconds, 4), "flops": flops, "achieved_tflops": round(flops / seconds / 1e12, 3),
+           "dot_tflops": round(rate / 1e12, 3), "floor_s": round(flops / rate, 4),
+           "ratio_to_floor": round(seconds * rate / flops, 3), "device": str(jax.devices()[0].device_kind),
+           "backend": jax.default_backend()}
+    nb = None
+    if reference is not None or prec == "float32":
+        nb = density.knn_neighbours(emb, valid, k=k, block=block, precision=prec, shortlist=shortlist)
+    if reference is not None and nb is not None:
+        same = jnp.all(jnp.sort(nb[1], axis=1) == jnp.sort(reference[1], axis=1), axis=1)
+        out["topk_equal_to_float32"] = round(float(jnp.mean(same)), 6)
+        out["max_abs_sim_diff"] = float(jnp.max(jnp.abs(nb[0] - reference[0])))
+    return out, nb
 
 
 def forward_flops(apply_fn: Callable, variables: object, x: jax.Array) -> float:
@@ -97,6 +143,7 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
     def apply_fn(v: object, xb: jax.Array) -> tuple[jax.Array, jax.Array]:
         return model.apply(v, xb)
 
+    prec = density.resolve_precision(None)
     cfg = {"chunk": chunk, "knn_k": args.k, "knn_block": args.block or AL.knn_block, "vat_xi": AL.vat_xi,
            "vat_eps": AL.vat_eps, "vat_ip": args.ip, "density": AL.density, "candidates": "all"}
     scorers = {}
@@ -117,9 +164,15 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
     model_flops = n_pad * fwd * (1 + 2 * args.ip + 1)
     knn_flops = 2.0 * n_pad * n_pad * emb_dim
     model_rate = dot_rate(*dot_shape, args.repeats)
-    knn_rate = dot_rate(min(cfg["knn_block"], n_pad), emb_dim, min(cfg["knn_block"], n_pad), args.repeats)
+    knn_rate = dot_rate(min(cfg["knn_block"], n_pad), emb_dim, min(cfg["knn_block"], n_pad), args.repeats,
+                        "bfloat16" if prec == "bfloat16" else "float32")
     ideal = model_flops / model_rate + knn_flops / knn_rate
     flops = model_flops + knn_flops
+    knn_s = None
+    if not args.no_knn_alone:
+        emb = jax.jit(lambda v, xb: model.apply(v, xb)[1])(variables, x)
+        knn_s = timed(lambda: density.knn_density(emb, candidate, k=args.k, block=cfg["knn_block"],
+                                                  kind=AL.density), args.repeats)
     out = {
         "case": name, "pool": pool, "padded_pool": n_pad, "input_shape": list(x_shape),
         "dim": x_shape[0] if len(x_shape) == 1 else None,
@@ -131,7 +184,11 @@ def run_case(name: str, model: nn.Module, x_shape: tuple[int, ...], pool: int, a
         "model_flops": model_flops, "knn_flops": knn_flops,
         "matmul_flops_per_s": round(flops / ideal, 1), "model_dot_flops_per_s": round(model_rate, 1),
         "knn_dot_flops_per_s": round(knn_rate, 1), "ratio_to_matmul": round(seconds / ideal, 3),
+        "knn_precision": prec, "achieved_tflops": round(flops / seconds / 1e12, 3),
+        "floor_s": round(ideal, 4), "knn_floor_s": round(knn_flops / knn_rate, 4),
     }
+    if knn_s is not None:
+        out.update(knn_s=round(knn_s, 4), knn_tflops=round(knn_flops / knn_s / 1e12, 3))
     if args.breakdown or name == "image":
         for sel in ("entropy", "aus", "bus"):
             out[f"seconds_{sel}_only"] = round(timed(call((sel,)), args.repeats), 4)
@@ -214,8 +271,31 @@ def main() -> None:
     p.add_argument("--skip-features", action="store_true")
     p.add_argument("--image-channels", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="image case: per-op time from a profiler trace")
+    p.add_argument("--precision", choices=density.PRECISIONS, default="auto",
+                   help="the k-NN similarity's precision in the scorer (auto: bf16 on an accelerator)")
+    p.add_argument("--knn-variants", default="",
+                   help="PRECISION:BLOCK[:GROUP[:SHORTLIST]][,...]: time the k-NN density alone per variant; "
+                        "GROUP 0 = plain top-k (default the prefilter's 16), SHORTLIST 0 = 2k")
+    p.add_argument("--no-knn-alone", action="store_true", help="skip timing the k-NN alone in the cases")
+    p.add_argument("--knn-pool", type=int, default=200_000 if gpu else 4096)
+    p.add_argument("--knn-dim", type=int, default=512)
     args = p.parse_args()
     chunk = args.chunk or AL.chunk
+    density.PRECISION = args.precision
+
+    ref = None
+    for v in [v for v in args.knn_variants.split(",") if v.strip()]:
+        parts = v.strip().split(":") + ["", "", ""]
+        prec, block, group, short = parts[:4]
+        try:
+            out, nb = knn_case(args.knn_pool, args.knn_dim, prec, int(block or AL.knn_block), args.k,
+                               args.repeats, AL.density, ref, int(group) if group else None,
+                               int(short or 0))
+            if out["precision"] == "float32" and ref is None:
+                ref = nb
+        except Exception as e:  # noqa: BLE001  e.g. out of memory at a large block: report, go on
+            out = {"case": "knn", "variant": v, "error": f"{type(e).__name__}: {e}"[:400]}
+        print(json.dumps(out), flush=True)
 
     if not args.skip_features:
         feat = run_case("features", MLPHead(args.hidden, args.classes), (args.dim,), args.pool, args, chunk,

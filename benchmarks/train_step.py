@@ -16,6 +16,11 @@ the reported times are medians, and `ratio_paired` is the median of the per-iter
     python benchmarks/train_step.py --profile              # + where the SSL-only time goes
 
 One JSON line per case on stdout (with --profile, one more line per case with "profile" in it).
+
+    python benchmarks/train_step.py --model wrn28_2 --dtype bfloat16 --no-bare --variants autotune0,bn_flax
+        # + one line per variant (VARIANTS below), timed interleaved with the case's own SSL step
+    python benchmarks/train_step.py ... --trace wrn28_2:bfloat16 --trace-out prof.json
+        # + per-kernel device times of the SSL step from a jax.profiler trace (profile_summary.py)
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # profile_summary
 
 from boostmis_jax import xla_env  # before jax: the XLA defaults users get
 
@@ -47,6 +53,18 @@ from boostmis_jax.steps import example_keys, make_bare_step, make_preprocess
 from boostmis_jax.train import build_training, fresh_state
 
 NUM_CLASSES = 10
+
+# A/B variants of the SSL step, each compiled from the same code with per-compile XLA options (`opts`,
+# DebugOptions fields: no process restart) or a model/batch change; prediction and outcome in NOTES.md.
+VARIANTS: dict[str, dict] = {
+    "autotune0": {"opts": {"xla_gpu_autotune_level": 0}},        # compile time: no cuDNN/GEMM autotuning
+    "autotune1": {"opts": {"xla_gpu_autotune_level": 1}},
+    "nhwc": {"opts": {"xla_gpu_force_conv_nhwc": True}},         # cuDNN convs in NHWC (fp32 too)
+    "no_triton_gemm": {"opts": {"xla_gpu_enable_triton_gemm": False}},
+    "bn_flax": {"bn": "flax"},                                   # flax BatchNorm instead of the fused one
+    "batch128": {"batch": 128},                                  # twice the images per step
+    "llvm_o1": {"opts": {"xla_backend_optimization_level": 1}},
+}
 
 
 def _on_gpu() -> bool:
@@ -70,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bn", choices=["fused", "flax"], default="fused",
                    help="BatchNorm+activation: models.layers' fused one (the models' default) or flax's")
     p.add_argument("--threshold", default="boostmis", help="ssl.threshold (boostmis | fixed | none)")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare step (saves its compile)")
+    p.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}: one more line each")
+    p.add_argument("--variants-on", default="all", help="MODEL:DTYPE[,...] the variants follow (default all)")
+    p.add_argument("--views", default="", help="MODEL:DTYPE[,...]: also time the views (augmentation) alone")
+    p.add_argument("--trace", default="", help="MODEL:DTYPE[,...]: per-kernel times of the SSL step")
+    p.add_argument("--trace-out", default="", help="where the full per-kernel summary goes (JSON)")
+    p.add_argument("--trace-steps", type=int, default=5)
     p.add_argument("--profile", nargs="?", const="all", default="",
                    help="also time the views alone and each strong-augment piece; optional MODEL:DTYPE[,...] "
                         "limits it to those cases (default: every case)")
@@ -176,19 +201,24 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     bare_batch = parallel.put_global(bare_batch, mesh)
 
     ssl_fn = training.step
-    bare_fn = make_bare_step(model, training.tx, kind="image", mean=mean, std=std)
     ssl_jit = jax.jit(ssl_fn, out_shardings=(rep, rep), donate_argnums=0)
-    bare_jit = jax.jit(bare_fn, out_shardings=(rep, rep), donate_argnums=0)
 
     t0 = time.perf_counter()
-    ssl_c = ssl_jit.lower(ssl_state, ssl_batch).compile()
-    t_ssl_compile = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bare_c = bare_jit.lower(bare_state, bare_batch).compile()
-    t_bare_compile = time.perf_counter() - t0
+    ssl_lowered = ssl_jit.lower(ssl_state, ssl_batch)
+    ssl_c = ssl_lowered.compile()
+    t_ssl_compile = time.perf_counter() - t0  # trace + lower + compile: the first step's wait, empty cache
+    runners = {"ssl": (ssl_c, ssl_state, ssl_batch)}
+    t_bare_compile = bare_c = None
+    if not a.no_bare:
+        bare_fn = make_bare_step(model, training.tx, kind="image", mean=mean, std=std)
+        bare_jit = jax.jit(bare_fn, out_shardings=(rep, rep), donate_argnums=0)
+        t0 = time.perf_counter()
+        bare_c = bare_jit.lower(bare_state, bare_batch).compile()
+        t_bare_compile = time.perf_counter() - t0
+        runners["bare"] = (bare_c, bare_state, bare_batch)
 
-    profiling = bool(a.profile) and (a.profile == "all" or f"{model_name}:{dtype}" in a.profile.split(","))
-    runners = {"ssl": (ssl_c, ssl_state, ssl_batch), "bare": (bare_c, bare_state, bare_batch)}
+    profiling = (bool(a.profile) and not a.no_bare
+                 and (a.profile == "all" or f"{model_name}:{dtype}" in a.profile.split(",")))
     if profiling:
         # The same SSL step with every augmentation switched off: isolates threshold/EMA/loss cost from views.
         cfg_na = make_cfg(a, model_name, dtype)
@@ -217,33 +247,172 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
             c0 = cpu_seconds()
             times[name] += time_fn(once(name), 1)
             cpu[name].append(cpu_seconds() - c0)
-    t_ssl, t_bare = times["ssl"], times["bare"]
-    ssl_s, bare_s = statistics.median(t_ssl), statistics.median(t_bare)
+    t_ssl = times["ssl"]
+    ssl_s = statistics.median(t_ssl)
+    # as the loop runs it: steps dispatched back to back, one wait at the end (no per-step host round trip)
+    pipelined_s = pipelined(runners["ssl"][0], holder, "ssl", ssl_batch, a.steps)
     dev = jax.devices()[0]
     row = {
         "model": model_name, "dtype": dtype, "device": f"{dev.device_kind} x{n_dev}",
         "batch": total, "labeled_batch": B, "uratio": a.uratio, "steps": a.steps, "warmup": a.warmup,
         "image": [a.image_size, a.image_size, a.channels],
         "widths": list(cfg.model.widths) if a.widths else None, "bn": a.bn,
-        "ssl_img_per_s": round(total / ssl_s, 1), "bare_img_per_s": round(total / bare_s, 1),
-        "ratio": round(bare_s / ssl_s, 3),
-        # median of per-iteration bare/ssl pairs: robust to load drifting during the run
-        "ratio_paired": round(statistics.median(b / s for b, s in zip(t_bare, t_ssl)), 3),
+        "ssl_img_per_s": round(total / ssl_s, 1),
+        "ssl_img_per_s_pipelined": round(total / pipelined_s, 1),
         # fastest step of each kind: the least disturbed by other processes on a shared machine
-        "ssl_img_per_s_best": round(total / min(t_ssl), 1), "bare_img_per_s_best": round(total / min(t_bare), 1),
-        "ssl_ms": round(1e3 * ssl_s, 2), "bare_ms": round(1e3 * bare_s, 2),
+        "ssl_img_per_s_best": round(total / min(t_ssl), 1),
+        "ssl_ms": round(1e3 * ssl_s, 2), "ssl_ms_pipelined": round(1e3 * pipelined_s, 3),
         # CPU seconds (all threads) per step: the work done, less sensitive to other processes than wall time
         "cpu_s_per_step": {k: round(statistics.median(v), 3) for k, v in cpu.items()},
-        "compile_s": {"ssl": round(t_ssl_compile, 1), "bare": round(t_bare_compile, 1)},
-        "cost": {"ssl": cost(ssl_c), "bare": cost(bare_c)},
+        "compile_s": {"ssl": round(t_ssl_compile, 2)},
+        "cost": {"ssl": cost(ssl_c)},
         "jax": jax.__version__, "backend": jax.default_backend(),
         "loadavg": [load0, loadavg()], "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "times_ms": {k: [round(1e3 * t, 2) for t in v] for k, v in times.items()},
     }
+    if bare_c is not None:
+        t_bare = times["bare"]
+        bare_s = statistics.median(t_bare)
+        row.update({
+            "bare_img_per_s": round(total / bare_s, 1), "ratio": round(bare_s / ssl_s, 3),
+            # median of per-iteration bare/ssl pairs: robust to load drifting during the run
+            "ratio_paired": round(statistics.median(b / s for b, s in zip(t_bare, t_ssl)), 3),
+            "bare_img_per_s_best": round(total / min(t_bare), 1), "bare_ms": round(1e3 * bare_s, 2)})
+        row["compile_s"]["bare"] = round(t_bare_compile, 2)
+        row["cost"]["bare"] = cost(bare_c)
     if profiling:
-        row["_profile"] = profile_case(a, cfg, mesh, ssl_batch, bare_s, ssl_s,
+        row["_profile"] = profile_case(a, cfg, mesh, ssl_batch, statistics.median(times["bare"]), ssl_s,
                                        statistics.median(times["ssl_noaug"]))
+    case = f"{model_name}:{dtype}"
+    if a.views and (a.views == "all" or case in a.views.split(",")):
+        row["views_ms"] = views_ms(a, cfg, mesh, ssl_batch)
+        row["views_share"] = round(row["views_ms"] / row["ssl_ms"], 3)
+    if a.trace and (a.trace == "all" or case in a.trace.split(",")):
+        row["_trace"] = trace_case(a, runners["ssl"][0], holder, ssl_batch, case)
+    if a.variants and (a.variants_on == "all" or case in a.variants_on.split(",")):
+        row["_variants"] = (ssl_lowered, runners["ssl"][0], holder, ssl_batch, total)
     return row
+
+
+def views_ms(a: argparse.Namespace, cfg, mesh, ssl_batch: dict) -> float:
+    """Milliseconds of the step's augmentation program alone (weak + strong views of every image)."""
+    rep = parallel.replicated(mesh)
+    pre = make_preprocess("image")
+    views = make_views("image", cfg.aug)
+    B, uB = a.batch, a.uratio * a.batch
+
+    def all_views(xl, xu, s):
+        wl, _ = views(example_keys(0, s, 0, B), pre(xl))
+        wu, su = views(example_keys(0, s, 1, uB), pre(xu))
+        return jnp.concatenate([wl, wu, su])
+
+    step = jnp.asarray(3, jnp.int32)
+    c = jax.jit(all_views, out_shardings=rep).lower(ssl_batch["xl"], ssl_batch["xu"], step).compile()
+    _block(c(ssl_batch["xl"], ssl_batch["xu"], step))
+    return round(1e3 * statistics.median(time_fn(lambda: _block(c(ssl_batch["xl"], ssl_batch["xu"], step)),
+                                                 max(3, a.steps))), 3)
+
+
+def pipelined(fn, holder: dict, name: str, batch: dict, n: int) -> float:
+    """Seconds per step of `n` steps dispatched back to back (the loop's way), after one warm step."""
+    holder[name], _ = fn(holder[name], batch)
+    _block(holder[name])
+    t0 = time.perf_counter()
+    for _ in range(max(n, 1)):
+        holder[name], _ = fn(holder[name], batch)
+    _block(holder[name])
+    return (time.perf_counter() - t0) / max(n, 1)
+
+
+def trace_case(a: argparse.Namespace, fn, holder: dict, batch: dict, case: str) -> dict:
+    """Per-kernel device times of the SSL step: a jax.profiler trace of --trace-steps steps, summarised
+    by profile_summary.py (full summary to --trace-out, the busiest lines in the returned dict)."""
+    import tempfile
+
+    from profile_summary import short, summarize
+
+    d = tempfile.mkdtemp(prefix="step_trace_")
+    n = max(1, a.trace_steps)
+    try:
+        with jax.profiler.trace(d):
+            for _ in range(n):
+                holder["ssl"], _ = fn(holder["ssl"], batch)
+            _block(holder["ssl"])
+        full = summarize(d, calls=n)
+    except Exception as e:  # noqa: BLE001  a profiler problem must not lose the case's timings
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    full["case"] = case
+    if a.trace_out:
+        Path(a.trace_out).write_text(json.dumps(full, indent=1))
+    return short(full)
+
+
+def run_variants(a: argparse.Namespace, model_name: str, dtype: str, base: tuple) -> None:
+    """One JSON line per --variants entry: its compile seconds and its SSL step timed interleaved with the
+    base SSL step (the same code and state shapes unless the variant changes the model or batch)."""
+    from boostmis_jax.models import layers
+
+    lowered, base_c, holder, base_batch, base_total = base
+    mesh = parallel.make_mesh()
+    rep = parallel.replicated(mesh)
+    for name in [v.strip() for v in a.variants.split(",") if v.strip()]:
+        spec = VARIANTS.get(name)
+        out: dict = {"variant": name, "model": model_name, "dtype": dtype, "spec": spec}
+        if spec is None:
+            out["error"] = f"unknown variant; choose from {sorted(VARIANTS)}"
+            print(json.dumps(out), flush=True)
+            continue
+        try:
+            opts = dict(spec.get("opts", {}))
+            batch, total, low = base_batch, base_total, lowered
+            state_v = jax.tree.map(jnp.copy, holder["ssl"])
+            if "bn" in spec or "batch" in spec:
+                va = argparse.Namespace(**{**vars(a), "batch": spec.get("batch", a.batch)})
+                layers.FUSED_DEFAULT = spec.get("bn", a.bn) == "fused"
+                cfg = make_cfg(va, model_name, dtype)
+                model = build_model(cfg.model, NUM_CLASSES)
+                num_train = max(4 * va.uratio * va.batch, 1024)
+                ch = (0.5,) * a.channels, (0.25,) * a.channels
+                tr = build_training(cfg, model, kind="image", mean=ch[0], std=ch[1], num_train=num_train,
+                                    num_classes=NUM_CLASSES)
+                sample = jnp.zeros((1, a.image_size, a.image_size, a.channels), jnp.float32)
+                state_v = fresh_state(tr.init, sample, rep)
+                batch = parallel.put_global(make_data(va, num_train)[0], mesh)
+                total = va.batch * (1 + 2 * va.uratio)
+                t0 = time.perf_counter()
+                low = jax.jit(tr.step, out_shardings=(rep, rep), donate_argnums=0).lower(state_v, batch)
+            else:
+                t0 = time.perf_counter()
+            comp = low.compile(compiler_options=opts) if opts else low.compile()
+            out["compile_s"] = round(time.perf_counter() - t0, 2)
+            layers.FUSED_DEFAULT = a.bn == "fused"
+            hv = {"v": state_v, "ssl": holder["ssl"]}
+            runs = {"v": (comp, batch), "ssl": (base_c, base_batch)}
+
+            def go(k: str) -> None:
+                fn, b = runs[k]
+                hv[k], _ = fn(hv[k], b)
+                _block(hv[k])
+
+            for k in runs:
+                time_fn(lambda k=k: go(k), a.warmup)
+            ts: dict[str, list[float]] = {k: [] for k in runs}
+            for _ in range(a.steps):
+                for k in runs:
+                    ts[k] += time_fn(lambda k=k: go(k), 1)
+            holder["ssl"] = hv["ssl"]
+            v_s, b_s = statistics.median(ts["v"]), statistics.median(ts["ssl"])
+            out.update({"img_per_s": round(total / v_s, 1), "base_img_per_s": round(base_total / b_s, 1),
+                        "speedup": round((total / v_s) / (base_total / b_s), 3), "batch": total,
+                        "img_per_s_pipelined": round(total / pipelined(comp, hv, "v", batch, a.steps), 1),
+                        # per-iteration throughput ratio, variant over base
+                        "paired": round(statistics.median(total * b / (base_total * v)
+                                                          for b, v in zip(ts["ssl"], ts["v"])), 3)})
+        except Exception as e:  # noqa: BLE001  an unknown flag or a failed compile: report, go on
+            out["error"] = f"{type(e).__name__}: {e}"[:400]
+        finally:
+            layers.FUSED_DEFAULT = a.bn == "fused"
+        print(json.dumps(out), flush=True)
 
 
 def profile_case(a: argparse.Namespace, cfg, mesh, ssl_batch: dict, bare_s: float, ssl_s: float,
@@ -324,9 +493,15 @@ def main(argv: list[str] | None = None) -> None:
         for dtype in a.dtype:
             row = run_case(a, model_name, dtype)
             prof = row.pop("_profile", None)
+            trace = row.pop("_trace", None)
+            variants = row.pop("_variants", None)
             print(json.dumps(row), flush=True)
             if prof is not None:
                 print(json.dumps({"profile": prof, "model": model_name, "dtype": dtype}), flush=True)
+            if trace is not None:
+                print(json.dumps({"kernel_profile": trace, "model": model_name, "dtype": dtype}), flush=True)
+            if variants is not None:
+                run_variants(a, model_name, dtype, variants)
 
 
 if __name__ == "__main__":

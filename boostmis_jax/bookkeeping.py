@@ -26,6 +26,7 @@ class Book:
     best_val: float | None = None                              # best val macro-F1 in the current cycle
     tau: float = 1.0                                           # the threshold at the end of the last stage
     wall_time_s: float = 0.0
+    timing: dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per phase (PhaseTimer)
     config: dict = dataclasses.field(default_factory=dict)     # what the run trains with (resume checks)
     data_fingerprint: str = ""
     val_rows: list[int] = dataclasses.field(default_factory=list)  # answered rows held out as validation

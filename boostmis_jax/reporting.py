@@ -6,12 +6,13 @@ a half-written report behind.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from boostmis_jax.fsutil import atomic_write, atomic_write_text
 __all__ = [
     "Background",
     "MetricsWriter",
+    "PhaseTimer",
     "Progress",
+    "Throughput",
     "contact_sheet",
     "plot_confusion_matrix",
     "plot_learning_curve",
@@ -213,6 +216,74 @@ class MetricsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# The phases a run's `timing` always reports (others, e.g. `selfsup`, appear when a run has them).
+PHASES = ("compile", "train", "eval", "acquisition", "checkpoint")
+
+
+class PhaseTimer:
+    """Wall seconds per phase of a run, exclusive: time spent in a phase entered inside another (an eval
+    inside training) counts for the inner one only, so the phases add up to the time they cover.
+
+    `seconds` is the dict it updates in place (the run's `Book.timing`, so a resumed run keeps counting);
+    `record` books a duration measured elsewhere (the first call of a jitted step: its compile) to a phase,
+    taking it out of the phase it happened inside."""
+
+    def __init__(self, seconds: dict | None = None):
+        self.seconds = {} if seconds is None else seconds
+        for k in PHASES:
+            self.seconds.setdefault(k, 0.0)
+        self._inner: list[float] = []  # per open phase: seconds already booked to phases inside it
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.seconds[name] = self.seconds.get(name, 0.0) + dt - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += dt
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        if self._inner:
+            self._inner[-1] += seconds
+
+    def other_than(self, name: str) -> float:
+        """Seconds booked so far to every phase but `name` (what to take out of a `name` interval)."""
+        return sum(v for k, v in self.seconds.items() if k != name)
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(float(v), 3) for k, v in self.seconds.items()}
+
+
+class Throughput:
+    """`perf/*` keys for a metrics row, from host clocks only (no device sync of its own): call `row(step)`
+    when step `step`'s results were just fetched (the loop's late metrics), so the step is done and the
+    interval since the previous row covers finished steps. Time the `timer` booked to other phases than
+    `train` meanwhile (eval, checkpoint, compile) is taken out of the interval."""
+
+    def __init__(self, step: int, images_per_step: int, timer: PhaseTimer, wall: Callable[[], float]):
+        self.images_per_step, self.timer, self.wall = int(images_per_step), timer, wall
+        self._mark(step)
+
+    def _mark(self, step: int) -> None:
+        self._step, self._t, self._other = int(step), time.perf_counter(), self.timer.other_than("train")
+
+    def row(self, step: int) -> dict[str, float]:
+        now, other = time.perf_counter(), self.timer.other_than("train")
+        dt = (now - self._t) - (other - self._other)
+        n = int(step) - self._step
+        out = {"perf/wall_s": round(float(self.wall()), 3)}
+        if n > 0 and dt > 0:
+            out["perf/steps_per_s"] = round(n / dt, 3)
+            out["perf/img_per_s"] = round(n * self.images_per_step / dt, 1)
+        self._mark(step)
+        return out
 
 
 class Progress:

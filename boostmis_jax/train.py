@@ -80,6 +80,7 @@ class Run:
     t_start: float
     say: Any
     side: reporting.Background = dataclasses.field(default_factory=reporting.Background)  # the plots
+    timer: reporting.PhaseTimer = dataclasses.field(default_factory=reporting.PhaseTimer)  # summary's timing
     stop: dict = dataclasses.field(default_factory=lambda: {"sig": None})
     old_handlers: dict = dataclasses.field(default_factory=dict)
     _pool: Any = None
@@ -110,7 +111,8 @@ class Run:
     def save(self, step: int, state: dict, book: Book) -> None:
         book.wall_time_s += time.time() - self.t_start
         self.t_start = time.time()
-        self.ckpt.save(step + selfsup.ckpt_offset(self.cfg, book.phase), state, book.to_json())
+        with self.timer("checkpoint"):
+            self.ckpt.save(step + selfsup.ckpt_offset(self.cfg, book.phase), state, book.to_json())
 
     def interrupt(self, step: int) -> Interrupted:
         self.ckpt.wait()
@@ -236,6 +238,7 @@ def restore_or_start(r: Run, init_fn) -> tuple[dict, Book]:
                                                           groups=ds.train_groups))
         book = Book(labeled=[int(i) for i in parallel.broadcast_rows(split, len(ds.train_y))],
                     config=cfg.to_dict(), data_fingerprint=fingerprint, phase=selfsup.first_phase(cfg))
+    r.timer = reporting.PhaseTimer(book.timing)  # counts on from the checkpoint's seconds
     r.writer = reporting.MetricsWriter(r.workdir / "metrics.jsonl", resume_step=step if restored else None)
     return state, book
 
@@ -273,12 +276,14 @@ def run(cfg, workdir: str) -> dict:
         selfsup.use_held_out(r, book)  # no labeled val split: validation from held-out answers
         while book.phase != "done":
             if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
-                state, waiting = selfsup.run_phase(r, state, book)
+                with r.timer("selfsup"):
+                    state, waiting = selfsup.run_phase(r, state, book)
                 if waiting:
                     r.ckpt.wait()
                     return {"status": "waiting_for_labels", "cycle": book.cycle}
             elif book.phase == "train":
-                state = train_cycle(r, state, book)
+                with r.timer("train"):
+                    state = train_cycle(r, state, book)
                 state = finish_cycle(r, state, book)
             elif not acquire(r, state, book):
                 r.ckpt.wait()
@@ -295,8 +300,9 @@ def run(cfg, workdir: str) -> dict:
 class LateMetrics:
     """Train metrics fetched one step late, so the host never blocks on the step it just dispatched."""
 
-    def __init__(self, writer, bar, cycle: int, n_labeled: int):
+    def __init__(self, writer, bar, cycle: int, n_labeled: int, perf: reporting.Throughput):
         self.writer, self.bar, self.tags = writer, bar, {"cycle": cycle, "labeled": n_labeled}
+        self.perf = perf
         self.pending, self.last = None, {}
 
     def hold(self, step: int, metrics: dict) -> None:
@@ -312,9 +318,12 @@ class LateMetrics:
             self.bar.close()  # the error line must be the last thing on stderr
             raise UserError(f"training diverged at step {step} (NaN loss); lower --config.train.lr or check "
                             f"the input data for extreme values")
-        self.writer.write(step, {**vals, **self.tags})
+        perf = self.perf.row(step)
+        self.writer.write(step, {**vals, **perf, **self.tags})
         self.last = vals
         post = {"loss": f"{vals['train/loss']:.3f}"}
+        if "perf/img_per_s" in perf:
+            post["img/s"] = f"{perf['perf/img_per_s']:.0f}"
         if "train/mask_rate" in vals:
             post.update(mask=f"{vals['train/mask_rate']:.2f}", tau=f"{vals['train/threshold']:.3f}")
         self.bar.update(0, **post)
@@ -370,9 +379,14 @@ def train_cycle(r: Run, state: dict, book: Book) -> dict:
     step, end = int(state["step"]), r.cycles.end_step(book.cycle)
     r.say(f"cycle {book.cycle}: {len(book.labeled)} labeled, {n_unlabeled} unlabeled, steps {step}->{end}")
     bar = reporting.Progress(total=end, initial=step, desc=f"cycle {book.cycle}")
-    late = LateMetrics(r.writer, bar, book.cycle, len(book.labeled))
+    images = int(t.batch_size) * (1 + 2 * int(r.cfg.ssl.uratio) if uses_unlabeled(r.cfg.ssl) else 1)
+    perf = reporting.Throughput(step, images, r.timer, lambda: book.wall_time_s + time.time() - r.t_start)
+    late = LateMetrics(r.writer, bar, book.cycle, len(book.labeled), perf)
     for s, batch in parallel.prefetch(make_batch, range(step, end), r.mesh):
+        n_compiled, t0 = r.compiles["train_step"], time.perf_counter()
         state, m = r.train_step(state, batch)
+        if r.compiles["train_step"] != n_compiled:  # this call traced and compiled (or read the cache)
+            r.timer.record("compile", time.perf_counter() - t0)
         late.flush()  # the previous logged step's metrics, now ready
         step = s + 1
         bar.update(1)
@@ -397,7 +411,8 @@ def train_cycle(r: Run, state: dict, book: Book) -> dict:
 
 def validate(r: Run, state: dict, book: Book, step: int, bar) -> dict:
     """Validation macro-F1 of the EMA weights; keep them as the cycle's best when they improve it."""
-    val, _ = evaluate(r, ema_variables(state), "val")
+    with r.timer("eval"):
+        val, _ = evaluate(r, ema_variables(state), "val")
     if book.best_val is None or val["macro_f1"] > book.best_val:
         book.best_val = val["macro_f1"]
         state = snapshot_best(state)
@@ -410,11 +425,12 @@ def finish_cycle(r: Run, state: dict, book: Book) -> dict:
     """Test the best-by-val weights, record the cycle, write its plots, decide what comes next, save."""
     step = int(state["step"])
     variables = best_variables(state, book)
-    test, test_probs = evaluate(r, variables, "test")
-    val, val_probs = evaluate(r, variables, "val")
-    test.update(threshold_metrics(val_probs, r.ds.val_y, test_probs, r.ds.test_y, r.ds.num_classes))
-    if r.ds.official_test_y is not None:   # data.test_from_train: the source's own test split beside it
-        test["official"] = evaluate(r, variables, "official_test")[0]
+    with r.timer("eval"):
+        test, test_probs = evaluate(r, variables, "test")
+        val, val_probs = evaluate(r, variables, "val")
+        test.update(threshold_metrics(val_probs, r.ds.val_y, test_probs, r.ds.test_y, r.ds.num_classes))
+        if r.ds.official_test_y is not None:   # data.test_from_train: the source's own test split beside it
+            test["official"] = evaluate(r, variables, "official_test")[0]
     compiles = {**r.compiles, "scorer": r.scorer.compiles}
     counts = np.bincount(book.labels(r.ds.train_y)[np.asarray(book.labeled)], minlength=r.ds.num_classes)
     book.history.append({"cycle": book.cycle, "labeled": len(book.labeled), "step": step,
@@ -461,18 +477,19 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
     if left < r.cycle_budget:
         print(f"warning: {left} unlabeled rows left, fewer than al.budget x selectors = {r.cycle_budget}; "
               f"this round labels all of them", file=sys.stderr)
-    xs, valid = r.pool()
-    labeled = np.zeros(valid.shape, bool)
-    labeled[np.asarray(book.labeled + book.val_rows, np.int64)] = True  # held-out val rows: never re-asked
     t0 = time.time()
-    key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
-    variables = best_variables(state, book)
-    _, val_probs = evaluate(r, variables, "val")  # calibrates the estimated classes (al.balance)
-    queries, diag = acquisition.acquire_round(
-        r.scorer, variables, xs, parallel.put_global(valid & ~labeled, r.mesh),
-        parallel.put_global(labeled, r.mesh), key, num_classes=ds.num_classes, ids=ds.train_ids, tau=book.tau,
-        labels=book.labels(ds.train_y), true_y=ds.train_y, val_probs=val_probs, val_y=ds.val_y)
-    book.history[-1]["acquisition"] = diag
+    with r.timer("acquisition"):
+        xs, valid = r.pool()
+        labeled = np.zeros(valid.shape, bool)
+        labeled[np.asarray(book.labeled + book.val_rows, np.int64)] = True  # held-out val rows: never re-asked
+        key = jax.random.fold_in(jax.random.key(int(r.cfg.seed)), 10_000 + book.cycle)
+        variables = best_variables(state, book)
+        _, val_probs = evaluate(r, variables, "val")  # calibrates the estimated classes (al.balance)
+        queries, diag = acquisition.acquire_round(
+            r.scorer, variables, xs, parallel.put_global(valid & ~labeled, r.mesh),
+            parallel.put_global(labeled, r.mesh), key, num_classes=ds.num_classes, ids=ds.train_ids,
+            tau=book.tau, labels=book.labels(ds.train_y), true_y=ds.train_y, val_probs=val_probs, val_y=ds.val_y)
+        book.history[-1]["acquisition"] = diag
     r.say(f"cycle {book.cycle}: scored {n} pool samples in {time.time() - t0:.1f}s, {len(queries)} picks "
           f"({', '.join(sorted({q.selector for q in queries}))})")
     oracle = make_oracle(r.cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
@@ -495,7 +512,8 @@ def summarize(r: Run, book: Book, step: int) -> dict:
                "devices": r.mesh.devices.size, "processes": jax.process_count(),
                "backend": jax.default_backend(), "compiles": {**r.compiles, "scorer": r.scorer.compiles},
                "config": r.cfg.to_dict(), "versions": export.versions(),
-               "wall_time_s": book.wall_time_s + time.time() - r.t_start}
+               "wall_time_s": book.wall_time_s + time.time() - r.t_start,
+               "timing": r.timer.rounded()}  # seconds per phase, this run's processes together
     if parallel.is_main_process():
         reporting.write_json_atomic(r.workdir / "summary.json", reporting.to_jsonable(summary))
         print_report(summary, r.ds, r.workdir)
