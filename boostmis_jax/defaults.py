@@ -231,8 +231,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(number("al.vat_xi") > 0, "al.vat_xi", "must be > 0")
     need(cfg.al.vat_eps is None or number("al.vat_eps") > 0, "al.vat_eps", "must be > 0 (or unset)")
     check_data_options(cfg.data)
-    from boostmis_jax import selfsup
-    selfsup.validate(cfg)
+    check_selfsup(cfg)
 
 
 GROUP_BY = ("", "patient")
@@ -264,3 +263,46 @@ def check_data_options(cfg: Any) -> None:
     if float(frame) != int(frame) or int(frame) < -1:
         raise UserError(f"data.dicom_frame: {frame} is invalid; pass -1 (refuse multi-frame files) or a "
                         "frame index >= 0")
+
+
+INITIAL = ("random", "typiclust", "probcover")  # al.initial: the zero-label first round's picks
+
+
+def check_selfsup(cfg) -> None:
+    """The selfsup and zero-label keys, one line each."""
+    def bad(key: str, what: str, fix: str = "...") -> UserError:
+        section, leaf = key.split(".")
+        return UserError(f"config {key}={cfg[section][leaf]!r}: {what}; set --config.{key}={fix}")
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    s = cfg.selfsup
+    if not (is_int(s.steps) and s.steps >= 0):
+        raise bad("selfsup.steps", "must be an integer >= 0")
+    for key in ("batch_size", "proj_dim"):
+        if not (is_int(s[key]) and s[key] >= 1):
+            raise bad(f"selfsup.{key}", "must be an integer >= 1")
+    for key in ("lr", "temperature"):
+        if not (is_num(s[key]) and s[key] > 0):
+            raise bad(f"selfsup.{key}", "must be a number > 0")
+    if not (is_num(s.weight_decay) and s.weight_decay >= 0):
+        raise bad("selfsup.weight_decay", "must be a number >= 0")
+    if not isinstance(s.init, bool):
+        raise bad("selfsup.init", "must be True or False")
+    if cfg.al.initial not in INITIAL:
+        raise bad("al.initial", f"choose one of {list(INITIAL)}")
+    if not (is_int(cfg.al.initial_budget) and cfg.al.initial_budget >= 0):
+        raise bad("al.initial_budget", "must be an integer >= 0 (0 = al.budget x selectors)")
+    if not (is_num(cfg.data.val_share) and 0 <= cfg.data.val_share < 1):
+        raise bad("data.val_share", "must be in [0, 1)", "0.2")
+    if int(cfg.data.num_labels) == 0 and not str(cfg.data.split_file or ""):  # zero-label start
+        if int(cfg.al.cycles) < 1:
+            raise bad("al.cycles", "data.num_labels=0 starts with a round of picks, so it needs "
+                      "al.cycles >= 1 (rounds, the first included)", "2")
+        if cfg.al.initial != "random" and int(s.steps) == 0:
+            raise bad("al.initial", "picks on the self-supervised embedding, but selfsup.steps=0; set "
+                      "--config.selfsup.steps=1000 or", "random")

@@ -33,6 +33,7 @@ import optax
 
 from boostmis_jax import parallel, reporting
 from boostmis_jax.augment import make_views
+from boostmis_jax.defaults import INITIAL  # al.initial choices (checked in defaults.check_selfsup)
 from boostmis_jax.errors import UserError
 from boostmis_jax.sampling import rows_for_step
 from boostmis_jax.steps import example_keys, make_normalize, make_predict, make_preprocess
@@ -40,7 +41,6 @@ from boostmis_jax.steps import example_keys, make_normalize, make_predict, make_
 PHASES = ("selfsup", "initial")
 STREAMS = (2, 3)         # per-example key streams of the two views (the SSL step uses 0 and 1)
 ROW_STREAM = 2           # rows_for_step stream of the selfsup batches
-INITIAL = ("random", "typiclust", "probcover")
 
 
 # ======================================================================================================
@@ -59,46 +59,6 @@ def first_phase(cfg) -> str:
     if steps_of(cfg) > 0:
         return "selfsup"
     return "initial" if zero_label(cfg) else "train"
-
-
-def validate(cfg) -> None:
-    """The selfsup and zero-label keys, one line each."""
-    def bad(key: str, what: str, fix: str = "...") -> UserError:
-        section, leaf = key.split(".")
-        return UserError(f"config {key}={cfg[section][leaf]!r}: {what}; set --config.{key}={fix}")
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-    s = cfg.selfsup
-    if not (is_int(s.steps) and s.steps >= 0):
-        raise bad("selfsup.steps", "must be an integer >= 0")
-    for key in ("batch_size", "proj_dim"):
-        if not (is_int(s[key]) and s[key] >= 1):
-            raise bad(f"selfsup.{key}", "must be an integer >= 1")
-    for key in ("lr", "temperature"):
-        if not (is_num(s[key]) and s[key] > 0):
-            raise bad(f"selfsup.{key}", "must be a number > 0")
-    if not (is_num(s.weight_decay) and s.weight_decay >= 0):
-        raise bad("selfsup.weight_decay", "must be a number >= 0")
-    if not isinstance(s.init, bool):
-        raise bad("selfsup.init", "must be True or False")
-    if cfg.al.initial not in INITIAL:
-        raise bad("al.initial", f"choose one of {list(INITIAL)}")
-    if not (is_int(cfg.al.initial_budget) and cfg.al.initial_budget >= 0):
-        raise bad("al.initial_budget", "must be an integer >= 0 (0 = al.budget x selectors)")
-    if not (is_num(cfg.data.val_share) and 0 <= cfg.data.val_share < 1):
-        raise bad("data.val_share", "must be in [0, 1)", "0.2")
-    if zero_label(cfg):
-        if int(cfg.al.cycles) < 1:
-            raise bad("al.cycles", "data.num_labels=0 starts with a round of picks, so it needs "
-                      "al.cycles >= 1 (rounds, the first included)", "2")
-        if cfg.al.initial != "random" and steps_of(cfg) == 0:
-            raise bad("al.initial", "picks on the self-supervised embedding, but selfsup.steps=0; set "
-                      "--config.selfsup.steps=1000 or", "random")
 
 
 # ======================================================================================================

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from boostmis_jax.errors import UserError
-from boostmis_jax.study import cases, execute, report
+from boostmis_jax.study import cases, execute, outputs, report
 from boostmis_jax.study.methods import PRESETS, parse_methods, parse_seeds
 from boostmis_jax.study.plan import budget_plan, make_plan, run_base
 
@@ -136,11 +136,11 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *, com
             say(f"[study] kept the earlier study.json: it shows {len(lost)} run(s) not finished under this "
                 f"plan yet ({', '.join(f'{m} seed {s}' for m, s in sorted(lost)[:4])})")
             return
-        report.write_outputs(workdir, meta, runs, class_names)
+        outputs.write_outputs(workdir, meta, runs, class_names)
 
     runs = execute.execute(plan, on_result, say=say, workers=workers, workdir=workdir)
     if main:
-        report.write_outputs(workdir, meta, runs, class_names)   # complete: every planned run finished
+        outputs.write_outputs(workdir, meta, runs, class_names)   # complete: every planned run finished
         say(f"[study] wrote {workdir}/study.json, study.md, learning_curves.png, confusion_matrices.png")
         say((workdir / "study.md").read_text())
     return {"study": meta, "runs": runs}

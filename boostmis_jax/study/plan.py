@@ -37,10 +37,12 @@ def run_base(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def _n_selectors(method: str, selectors: str) -> int:
-    from boostmis_jax.acquisition import parse_selectors
+    """Selectors that share one round: those of the last stage (`typiclust>aus+bus` -> 2; an earlier stage
+    labels the same number of rows per round, acquisition.round_size)."""
+    from boostmis_jax.acquisition import parse_stages
 
     try:
-        return len(parse_selectors(selectors))
+        return len(parse_stages(selectors)[-1])
     except (UserError, ValueError, KeyError) as e:
         raise UserError(f"study method {method}: selectors {selectors!r} are not available in this build "
                         f"({' '.join(str(e).split())[:160]}); drop {method} from study.methods") from None

@@ -253,29 +253,3 @@ def study_document(meta: dict, runs: list[dict]) -> dict:
             "endpoints": {f"{r['method']}/seed{r['seed']}": endpoints(r) for r in runs},
             "aggregate": aggregate(runs), "comparisons": comparisons(runs, order),
             "reference": REFERENCES.get(meta.get("reference", ""), {})}
-
-
-def write_outputs(workdir: Path, meta: dict, runs: list[dict], class_names: list[str]) -> None:
-    """DIR/study.json, DIR/study.md and the PNGs, from every run record available (the caller passes all of
-    them, finished earlier or now); each file replaced atomically, so a failure leaves the last good one."""
-    from boostmis_jax.fsutil import atomic_write_text
-    from boostmis_jax.reporting import to_jsonable
-    from boostmis_jax.study import plots
-
-    order = meta["methods"]
-    metric = meta.get("primary", "aubc/balanced_accuracy").split("/")[-1]
-    made = []
-    for name, fn in (("learning_curves.png", lambda p: plots.plot_curves(p, runs, order, metric)),
-                     ("confusion_matrices.png",
-                      lambda p: plots.plot_confusions(p, runs, order, class_names))):
-        try:
-            fn(workdir / name)
-            made.append(name)
-        except (ValueError, KeyError, IndexError, TypeError) as e:   # a plot never costs the tables
-            print(f"warning: {name} not drawn ({' '.join(str(e).split())[:200]})")
-    meta = {**meta, "plots": made}
-    doc = study_document(meta, runs)
-    text = json.dumps(to_jsonable(doc), indent=2, allow_nan=False) + "\n"
-    md = render_markdown(meta, runs, meta.get("reference", ""))
-    atomic_write_text(workdir / "study.json", text)
-    atomic_write_text(workdir / "study.md", md)
