@@ -11,7 +11,8 @@
 # 10 s left is skipped and says so). Each stage's JSON lines go to $OUT/bench.jsonl as they are printed,
 # tagged {"stage": NAME, ...}, so a stage cut at its limit keeps what it measured; then one line
 # {"stage": NAME, "rc", "seconds", "limit"}.
-#   step       95 s  WRN-28-2 SSL + bare step, B 64, uratio 7, 32x32x3, bf16 then fp32; first-compile seconds
+#   step       95 s  WRN-28-2 SSL step (+ the bare step in bf16), B 64, uratio 7, 32x32x3, bf16 then fp32;
+#                    pipelined img/s (the loop's way) beside the per-step figure; first-compile seconds
 #                    (empty cache); per-kernel profile of the bf16 step (-> kernels_bf16.json); the views
 #                    (augmentation) program alone; variant autotune0 (XLA:GPU autotune level 0: compile
 #                    seconds and step speed)
@@ -155,7 +156,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 # shellcheck disable=SC2086  # word splitting of the argument lists is intended
 JAX_COMPILATION_CACHE_DIR=$WORK/xla_step stage step 95 \
     "$PY" benchmarks/train_step.py $STEP_SHAPE --dtype bfloat16 --dtype float32 \
-    --trace "$STEP_CASE" --trace-out "$OUT/kernels_bf16.json" --views "$STEP_CASE" \
+    --bare-on "$STEP_CASE" --trace "$STEP_CASE" --trace-out "$OUT/kernels_bf16.json" --views "$STEP_CASE" \
     --variants autotune0 --variants-on "$STEP_CASE"
 
 # ------------------------------------------------------------------ 2-3. the real loop
@@ -216,8 +217,9 @@ if [ -n "$STUDY_ARGS" ]; then
     # shellcheck disable=SC2086
     stage study "=$STUDY_LIMIT" "$PY" -m boostmis_jax.study $STUDY_ARGS --workdir "$WORK/study"
     if [ -d "$WORK/study" ]; then
+        # the study's own files and each run's summary/metrics; per-run models, checkpoints, PNGs stay behind
         (cd "$WORK" && tar czf "$OUT/study.tgz" --exclude=checkpoints --exclude=model --exclude='*.npz' \
-            study 2>/dev/null)
+            --exclude='study/runs/*.png' study 2>/dev/null)
     fi
 else
     log "study stage: STUDY_ARGS is empty, skipped"

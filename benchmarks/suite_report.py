@@ -25,7 +25,8 @@ def report(lines: list[dict]) -> str:
             add(f"step {r['model']} {r['dtype']}: ssl {_f(r['ssl_img_per_s'])} img/s (pipelined "
                 f"{_f(r.get('ssl_img_per_s_pipelined'))}), bare {_f(r.get('bare_img_per_s'))}, ratio "
                 f"{_f(r.get('ratio'), 3)}, compile ssl {_f(r['compile_s'].get('ssl'), 2)} s, "
-                f"{_f(r['cost']['ssl'].get('gflops'), 1)} GFLOP/step")
+                f"{_f(r['cost']['ssl'].get('gflops'), 1)} GFLOP/step"
+                + (f", views {r['views_ms']} ms ({r['views_share']:.1%})" if "views_ms" in r else ""))
         elif "kernel_profile" in r:
             kp = r["kernel_profile"]
             for ln in kp.get("lines", [])[:2]:
