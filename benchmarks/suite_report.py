@@ -60,6 +60,8 @@ def report(lines: list[dict]) -> str:
             add(f"pool {r['case']} {r['pool']:,}: {r['seconds']:.3f} s ({r['samples_per_s']:,.0f}/s), "
                 f"{r.get('achieved_tflops')} TFLOP/s, floor {r.get('floor_s')} s, knn block {r['knn_block']} "
                 f"{r.get('knn_precision')}" + (f", knn alone {r['knn_s']} s" if "knn_s" in r else ""))
+        elif str(r.get("case", "")).endswith("_first_call"):
+            add(f"pool {r['case']} {r['pool']:,}: first call (compile included) {r['seconds_with_compile']} s")
         elif "rc" in r and "seconds" in r:
             add(f"  [{st}] rc {r['rc']} in {r['seconds']} s (limit {r.get('limit')})")
     return "\n".join(out)
