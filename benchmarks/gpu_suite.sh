@@ -2,8 +2,8 @@
 # Every GPU benchmark of the project in one device call: ~5.7 minutes of stages (SUITE_BUDGET=340 s) and
 # then, when STUDY_ARGS is set, the study stage (its own limit, STUDY_LIMIT).
 #
-#   device: bash benchmarks/gpu_suite.sh     (carry .whl: ml-collections is not in the GPU image, and .gpu_data
-#           with pneumoniamnist.npz for the real loop; see docs "GPU suite" for the `run` line)
+#   device: bash benchmarks/gpu_suite.sh  (carry .whl: ml-collections is not in the GPU image, and
+#           .gpu_data with pneumoniamnist.npz for the real loop; the `run` line: docs/drafts/perf.md)
 #   here:   QUICK=1 OUT=/tmp/suite PNEU_NPZ=../shared/data/pneumoniamnist.npz bash benchmarks/gpu_suite.sh
 #           (every stage shrunk, on CPU, a few minutes on 2 cores)
 #
@@ -48,7 +48,11 @@ PY=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 PNEU_NPZ=${PNEU_NPZ:-.gpu_data/pneumoniamnist.npz}
 # QUICK runs shrunk cases on a (shared, 2-core) CPU: compiles dominate there, so its limits are 3x
-if [ "$QUICK" = 1 ]; then SUITE_BUDGET=${SUITE_BUDGET:-1200}; LIMIT_SCALE=3; else SUITE_BUDGET=${SUITE_BUDGET:-340}; LIMIT_SCALE=1; fi
+if [ "$QUICK" = 1 ]; then
+    SUITE_BUDGET=${SUITE_BUDGET:-1200} LIMIT_SCALE=3
+else
+    SUITE_BUDGET=${SUITE_BUDGET:-340} LIMIT_SCALE=1
+fi
 STUDY_ARGS=${STUDY_ARGS:-}
 STUDY_LIMIT=${STUDY_LIMIT:-240}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/boostmis_suite.XXXXXX")
@@ -104,7 +108,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 GIT=$(git rev-parse --short HEAD 2>/dev/null || echo none)
 GPU=$(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
       --format=csv,noheader 2>/dev/null | head -n 1)
-"$PY" - "$GIT" "${GPU:-}" "$QUICK" <<'EOF' 2>>"$LOG" | tee -a "$LOG" | sed -u 's/^{/{"stage": "env", /' >>"$BENCH"
+"$PY" - "$GIT" "${GPU:-}" "$QUICK" <<'EOF' 2>>"$LOG" | tee -a "$LOG" \
+    | sed -u 's/^{/{"stage": "env", /' >>"$BENCH"
 import importlib, json, os, sys
 import jax
 row = {"git": sys.argv[1], "gpu": sys.argv[2], "quick": sys.argv[3] == "1", "jax": jax.__version__,
@@ -118,7 +123,7 @@ for m in ("jaxlib", "flax", "optax", "orbax.checkpoint", "ml_collections", "nump
 print(json.dumps(row))
 EOF
 if ! "$PY" -c "import ml_collections, boostmis_jax" >>"$LOG" 2>&1; then
-    log "cannot import ml_collections/boostmis_jax: carry .whl (pip download --no-deps ml-collections -d .whl)"
+    log "cannot import ml_collections/boostmis_jax: carry .whl (see the device README's wheel notes)"
     exit 1
 fi
 
@@ -129,7 +134,8 @@ if [ "$QUICK" = 1 ]; then
     LOOP_MODEL="--config.model.name=cnn --config.model.widths=(8,16) --config.train.batch_size=8
                 --config.ssl.uratio=2 --config.train.eval_every=10 --config.train.log_every=5
                 --config.checkpoint.every_steps=10"
-    LOOP_STEPS_AL="--config.train.steps=10 --config.al.cycles=1 --config.al.steps_per_cycle=10 --config.al.chunk=64"
+    LOOP_STEPS_AL="--config.train.steps=10 --config.al.cycles=1 --config.al.steps_per_cycle=10
+                   --config.al.chunk=64"
     LOOP_STEPS_SSL="--config.train.steps=20"
     KNN_ARGS="--knn-pool 2048 --knn-dim 64"
     POOL_1M="--pool 4000"
@@ -203,7 +209,8 @@ log "k-NN block for the pools: ${BLOCK:-the default (al.knn_block)}"
 stage pool_1m 55 "$PY" benchmarks/acquisition.py --skip-images $POOL_1M --repeats 1 --no-knn-alone \
     ${BLOCK:+--block $BLOCK}
 # shellcheck disable=SC2086
-stage pool_img 20 "$PY" benchmarks/acquisition.py --skip-features $POOL_IMG --repeats 3 ${BLOCK:+--block $BLOCK}
+stage pool_img 20 "$PY" benchmarks/acquisition.py --skip-features $POOL_IMG --repeats 3 \
+    ${BLOCK:+--block $BLOCK}
 
 # ------------------------------------------------------------------ 7. more step variants (what is left)
 # shellcheck disable=SC2086

@@ -52,8 +52,9 @@ def report(lines: list[dict]) -> str:
             if "error" in r:
                 add(f"knn {r.get('variant')}: error {r['error'][:160]}")
             else:
-                add(f"knn {r['pool']:,} x {r['dim']} {r['precision']} block {r['block']}: {r['seconds']:.3f} s, "
-                    f"{r['achieved_tflops']:.1f} TFLOP/s (dot {r['dot_tflops']:.1f}, floor {r['floor_s']:.3f} s)"
+                add(f"knn {r['pool']:,} x {r['dim']} {r['precision']} block {r['block']} group {r['group']} "
+                    f"shortlist {r['shortlist']}: {r['seconds']:.3f} s, {r['achieved_tflops']:.1f} TFLOP/s "
+                    f"(dot {r['dot_tflops']:.1f}, floor {r['floor_s']:.3f} s)"
                     + (f", top-k = fp32 on {r['topk_equal_to_float32']:.4%}" if "topk_equal_to_float32" in r
                        else ""))
         elif r.get("case") in ("features", "image"):
@@ -61,7 +62,8 @@ def report(lines: list[dict]) -> str:
                 f"{r.get('achieved_tflops')} TFLOP/s, floor {r.get('floor_s')} s, knn block {r['knn_block']} "
                 f"{r.get('knn_precision')}" + (f", knn alone {r['knn_s']} s" if "knn_s" in r else ""))
         elif str(r.get("case", "")).endswith("_first_call"):
-            add(f"pool {r['case']} {r['pool']:,}: first call (compile included) {r['seconds_with_compile']} s")
+            add(f"pool {r['case']} {r['pool']:,}: first call (compile included) "
+                f"{r['seconds_with_compile']} s")
         elif "rc" in r and "seconds" in r:
             add(f"  [{st}] rc {r['rc']} in {r['seconds']} s (limit {r.get('limit')})")
     return "\n".join(out)
