@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Every GPU benchmark of the project in one device call: ~5.5 minutes of stages (SUITE_BUDGET=330 s) and
+# Every GPU benchmark of the project in one device call: ~5.7 minutes of stages (SUITE_BUDGET=340 s) and
 # then, when STUDY_ARGS is set, the study stage (its own limit, STUDY_LIMIT).
 #
-#   device: bash benchmarks/gpu_suite.sh     (carry .whl: ml-collections is not in the GPU image, and .gpu_data
-#           with pneumoniamnist.npz for the real loop; see docs "GPU suite" for the `run` line)
+#   device: bash benchmarks/gpu_suite.sh  (carry .whl: ml-collections is not in the GPU image, and
+#           .gpu_data with pneumoniamnist.npz for the real loop; the `run` line: docs/drafts/perf.md)
 #   here:   QUICK=1 OUT=/tmp/suite PNEU_NPZ=../shared/data/pneumoniamnist.npz bash benchmarks/gpu_suite.sh
 #           (every stage shrunk, on CPU, a few minutes on 2 cores)
 #
@@ -11,17 +11,18 @@
 # 10 s left is skipped and says so). Each stage's JSON lines go to $OUT/bench.jsonl as they are printed,
 # tagged {"stage": NAME, ...}, so a stage cut at its limit keeps what it measured; then one line
 # {"stage": NAME, "rc", "seconds", "limit"}.
-#   step       95 s  WRN-28-2 SSL + bare step, B 64, uratio 7, 32x32x3, bf16 then fp32; first-compile seconds
+#   step       95 s  WRN-28-2 SSL step (+ the bare step in bf16), B 64, uratio 7, 32x32x3, bf16 then fp32;
+#                    pipelined img/s (the loop's way) beside the per-step figure; first-compile seconds
 #                    (empty cache); per-kernel profile of the bf16 step (-> kernels_bf16.json); the views
 #                    (augmentation) program alone; variant autotune0 (XLA:GPU autotune level 0: compile
 #                    seconds and step speed)
-#   loop_bf16  55 s  the real loop: pneumonia, WRN-28-2, B 64, u 7, bf16, 1000 + 500 steps, one acquisition
+#   loop_bf16  75 s  the real loop: pneumonia, WRN-28-2, B 64, u 7, bf16, 1000 + 500 steps, one acquisition
 #   loop_fp32  45 s  the same in fp32, 1500 steps, no acquisition (as the issue measured it)
-#   knn        40 s  the k-NN density alone, 200k x 512: fp32 vs bf16 shortlist at blocks 2048/8192, the
+#   knn        35 s  the k-NN density alone, 200k x 512: fp32 vs bf16 shortlist at blocks 2048/8192, the
 #                    top-k prefilter off (group 0) and a shortlist of 16 instead of 2k = 20
-#   pool_1m    60 s  aus+bus over 1M x 2048 features (MLP head, 512-d embedding), k-NN block = the fastest
+#   pool_1m    55 s  aus+bus over 1M x 2048 features (MLP head, 512-d embedding), k-NN block = the fastest
 #                    bf16 block of the knn stage whose top-k matched fp32 on >= 99.9% of rows
-#   pool_img   25 s  aus+bus over 100k 28x28x1 images (small CNN)
+#   pool_img   20 s  aus+bus over 100k 28x28x1 images (small CNN)
 #   variants  rest   more A/B variants of the bf16 SSL step (the base step loads from the step stage's cache)
 #   study     STUDY_LIMIT (default 240 s), only when STUDY_ARGS is set:
 #                    python -m boostmis_jax.study $STUDY_ARGS --workdir $WORK/study  (-> study.tgz)
@@ -47,7 +48,11 @@ PY=${PYTHON:-python3}
 SITE=${SITE:-/tmp/site}
 PNEU_NPZ=${PNEU_NPZ:-.gpu_data/pneumoniamnist.npz}
 # QUICK runs shrunk cases on a (shared, 2-core) CPU: compiles dominate there, so its limits are 3x
-if [ "$QUICK" = 1 ]; then SUITE_BUDGET=${SUITE_BUDGET:-1200}; LIMIT_SCALE=3; else SUITE_BUDGET=${SUITE_BUDGET:-330}; LIMIT_SCALE=1; fi
+if [ "$QUICK" = 1 ]; then
+    SUITE_BUDGET=${SUITE_BUDGET:-1200} LIMIT_SCALE=3
+else
+    SUITE_BUDGET=${SUITE_BUDGET:-340} LIMIT_SCALE=1
+fi
 STUDY_ARGS=${STUDY_ARGS:-}
 STUDY_LIMIT=${STUDY_LIMIT:-240}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/boostmis_suite.XXXXXX")
@@ -103,7 +108,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 GIT=$(git rev-parse --short HEAD 2>/dev/null || echo none)
 GPU=$(command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version \
       --format=csv,noheader 2>/dev/null | head -n 1)
-"$PY" - "$GIT" "${GPU:-}" "$QUICK" <<'EOF' 2>>"$LOG" | tee -a "$LOG" | sed -u 's/^{/{"stage": "env", /' >>"$BENCH"
+"$PY" - "$GIT" "${GPU:-}" "$QUICK" <<'EOF' 2>>"$LOG" | tee -a "$LOG" \
+    | sed -u 's/^{/{"stage": "env", /' >>"$BENCH"
 import importlib, json, os, sys
 import jax
 row = {"git": sys.argv[1], "gpu": sys.argv[2], "quick": sys.argv[3] == "1", "jax": jax.__version__,
@@ -117,7 +123,7 @@ for m in ("jaxlib", "flax", "optax", "orbax.checkpoint", "ml_collections", "nump
 print(json.dumps(row))
 EOF
 if ! "$PY" -c "import ml_collections, boostmis_jax" >>"$LOG" 2>&1; then
-    log "cannot import ml_collections/boostmis_jax: carry .whl (pip download --no-deps ml-collections -d .whl)"
+    log "cannot import ml_collections/boostmis_jax: carry .whl (see the device README's wheel notes)"
     exit 1
 fi
 
@@ -128,7 +134,8 @@ if [ "$QUICK" = 1 ]; then
     LOOP_MODEL="--config.model.name=cnn --config.model.widths=(8,16) --config.train.batch_size=8
                 --config.ssl.uratio=2 --config.train.eval_every=10 --config.train.log_every=5
                 --config.checkpoint.every_steps=10"
-    LOOP_STEPS_AL="--config.train.steps=10 --config.al.cycles=1 --config.al.steps_per_cycle=10 --config.al.chunk=64"
+    LOOP_STEPS_AL="--config.train.steps=10 --config.al.cycles=1 --config.al.steps_per_cycle=10
+                   --config.al.chunk=64"
     LOOP_STEPS_SSL="--config.train.steps=20"
     KNN_ARGS="--knn-pool 2048 --knn-dim 64"
     POOL_1M="--pool 4000"
@@ -146,7 +153,7 @@ else
     POOL_1M="--pool 1000000"
     POOL_IMG="--image-pool 100000"
     KNN_VARIANTS=${KNN_VARIANTS:-float32:2048,bfloat16:2048,bfloat16:8192,bfloat16:8192:0,bfloat16:8192:16:16}
-    VARIANTS=${VARIANTS:-bn_flax,batch128,nhwc,autotune1}
+    VARIANTS=${VARIANTS:-batch128,bn_flax,nhwc,autotune1}
 fi
 
 # ------------------------------------------------------------------ 1. the step (empty compile cache)
@@ -155,7 +162,7 @@ export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 # shellcheck disable=SC2086  # word splitting of the argument lists is intended
 JAX_COMPILATION_CACHE_DIR=$WORK/xla_step stage step 95 \
     "$PY" benchmarks/train_step.py $STEP_SHAPE --dtype bfloat16 --dtype float32 \
-    --trace "$STEP_CASE" --trace-out "$OUT/kernels_bf16.json" --views "$STEP_CASE" \
+    --bare-on "$STEP_CASE" --trace "$STEP_CASE" --trace-out "$OUT/kernels_bf16.json" --views "$STEP_CASE" \
     --variants autotune0 --variants-on "$STEP_CASE"
 
 # ------------------------------------------------------------------ 2-3. the real loop
@@ -172,7 +179,7 @@ loop() {  # loop LABEL LIMIT DTYPE STEPS_ARGS
         | sed -u "s/^{/{\"stage\": \"loop_$label\", /" | tee -a "$LOG" >>"$BENCH"
 }
 if [ -f "$PNEU_NPZ" ]; then
-    loop bf16 55 bfloat16 "$LOOP_STEPS_AL"
+    loop bf16 75 bfloat16 "$LOOP_STEPS_AL"
     loop fp32 45 float32 "$LOOP_STEPS_SSL"
     (cd "$WORK" && tar czf "$OUT/loops.tgz" --exclude=checkpoints --exclude=model --exclude='*.png' \
         loop_bf16 loop_fp32 2>/dev/null)
@@ -183,7 +190,7 @@ fi
 
 # ------------------------------------------------------------------ 4-6. pool scoring
 # shellcheck disable=SC2086
-stage knn 40 "$PY" benchmarks/acquisition.py --skip-features --skip-images $KNN_ARGS \
+stage knn 35 "$PY" benchmarks/acquisition.py --skip-features --skip-images $KNN_ARGS \
     --knn-variants "$KNN_VARIANTS" --repeats 1
 BLOCK=$("$PY" - "$BENCH" <<'EOF' 2>>"$LOG"
 import json, sys
@@ -199,10 +206,11 @@ EOF
 )
 log "k-NN block for the pools: ${BLOCK:-the default (al.knn_block)}"
 # shellcheck disable=SC2086
-stage pool_1m 60 "$PY" benchmarks/acquisition.py --skip-images $POOL_1M --repeats 1 --no-knn-alone \
+stage pool_1m 55 "$PY" benchmarks/acquisition.py --skip-images $POOL_1M --repeats 1 --no-knn-alone \
     ${BLOCK:+--block $BLOCK}
 # shellcheck disable=SC2086
-stage pool_img 25 "$PY" benchmarks/acquisition.py --skip-features $POOL_IMG --repeats 3 ${BLOCK:+--block $BLOCK}
+stage pool_img 20 "$PY" benchmarks/acquisition.py --skip-features $POOL_IMG --repeats 3 \
+    ${BLOCK:+--block $BLOCK}
 
 # ------------------------------------------------------------------ 7. more step variants (what is left)
 # shellcheck disable=SC2086
@@ -216,8 +224,9 @@ if [ -n "$STUDY_ARGS" ]; then
     # shellcheck disable=SC2086
     stage study "=$STUDY_LIMIT" "$PY" -m boostmis_jax.study $STUDY_ARGS --workdir "$WORK/study"
     if [ -d "$WORK/study" ]; then
+        # the study's own files and each run's summary/metrics; per-run models, checkpoints, PNGs stay behind
         (cd "$WORK" && tar czf "$OUT/study.tgz" --exclude=checkpoints --exclude=model --exclude='*.npz' \
-            study 2>/dev/null)
+            --exclude='study/runs/*.png' study 2>/dev/null)
     fi
 else
     log "study stage: STUDY_ARGS is empty, skipped"
@@ -225,6 +234,7 @@ fi
 
 # ------------------------------------------------------------------ summary
 "$PY" benchmarks/suite_report.py "$BENCH" >"$OUT/summary.txt" 2>>"$LOG"
+[ -f "$WORK/study/study.md" ] && { echo "---- study.md ----"; cat "$WORK/study/study.md"; }
 echo "---- summary ($OUT/summary.txt) ----"
 cat "$OUT/summary.txt"
 rm -rf "$WORK"

@@ -48,7 +48,8 @@ def _lines(pd) -> list[tuple[str, str, list]]:
 
 
 def summarize(trace_dir: str, calls: int = 1, top: int = 25) -> dict:
-    """{"lines": [{plane, line, total_ms, events, top: [{name, ms, count, share}]}]} per call, busiest first."""
+    """{"lines": [{plane, line, total_ms, events, top: [{name, ms, count, share, stats}]}]}, per call,
+    busiest line first."""
     from jax.profiler import ProfileData
 
     files = sorted(glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True))
@@ -74,7 +75,8 @@ def summarize(trace_dir: str, calls: int = 1, top: int = 25) -> dict:
             "plane": plane, "line": line, "total_ms": round(total / 1e6 / calls, 4),
             "events": round(len(events) / calls, 1),
             "top": [{"name": n[:160], "ms": round(d / 1e6 / calls, 4), "count": round(cnt[n] / calls, 1),
-                     "share": round(d / total, 4), "stats": _stats(first[n])} for n, d in per.most_common(top)],
+                     "share": round(d / total, 4), "stats": _stats(first[n])}
+                    for n, d in per.most_common(top)],
         })
     rows.sort(key=lambda r: -r["total_ms"])
     return {"calls": calls, "file": os.path.basename(files[-1]), "lines": rows}

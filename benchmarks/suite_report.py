@@ -25,7 +25,8 @@ def report(lines: list[dict]) -> str:
             add(f"step {r['model']} {r['dtype']}: ssl {_f(r['ssl_img_per_s'])} img/s (pipelined "
                 f"{_f(r.get('ssl_img_per_s_pipelined'))}), bare {_f(r.get('bare_img_per_s'))}, ratio "
                 f"{_f(r.get('ratio'), 3)}, compile ssl {_f(r['compile_s'].get('ssl'), 2)} s, "
-                f"{_f(r['cost']['ssl'].get('gflops'), 1)} GFLOP/step")
+                f"{_f(r['cost']['ssl'].get('gflops'), 1)} GFLOP/step"
+                + (f", views {r['views_ms']} ms ({r['views_share']:.1%})" if "views_ms" in r else ""))
         elif "kernel_profile" in r:
             kp = r["kernel_profile"]
             for ln in kp.get("lines", [])[:2]:
@@ -51,14 +52,18 @@ def report(lines: list[dict]) -> str:
             if "error" in r:
                 add(f"knn {r.get('variant')}: error {r['error'][:160]}")
             else:
-                add(f"knn {r['pool']:,} x {r['dim']} {r['precision']} block {r['block']}: {r['seconds']:.3f} s, "
-                    f"{r['achieved_tflops']:.1f} TFLOP/s (dot {r['dot_tflops']:.1f}, floor {r['floor_s']:.3f} s)"
+                add(f"knn {r['pool']:,} x {r['dim']} {r['precision']} block {r['block']} group {r['group']} "
+                    f"shortlist {r['shortlist']}: {r['seconds']:.3f} s, {r['achieved_tflops']:.1f} TFLOP/s "
+                    f"(dot {r['dot_tflops']:.1f}, floor {r['floor_s']:.3f} s)"
                     + (f", top-k = fp32 on {r['topk_equal_to_float32']:.4%}" if "topk_equal_to_float32" in r
                        else ""))
         elif r.get("case") in ("features", "image"):
             add(f"pool {r['case']} {r['pool']:,}: {r['seconds']:.3f} s ({r['samples_per_s']:,.0f}/s), "
                 f"{r.get('achieved_tflops')} TFLOP/s, floor {r.get('floor_s')} s, knn block {r['knn_block']} "
                 f"{r.get('knn_precision')}" + (f", knn alone {r['knn_s']} s" if "knn_s" in r else ""))
+        elif str(r.get("case", "")).endswith("_first_call"):
+            add(f"pool {r['case']} {r['pool']:,}: first call (compile included) "
+                f"{r['seconds_with_compile']} s")
         elif "rc" in r and "seconds" in r:
             add(f"  [{st}] rc {r['rc']} in {r['seconds']} s (limit {r.get('limit')})")
     return "\n".join(out)

@@ -89,6 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="BatchNorm+activation: models.layers' fused one (the models' default) or flax's")
     p.add_argument("--threshold", default="boostmis", help="ssl.threshold (boostmis | fixed | none)")
     p.add_argument("--no-bare", action="store_true", help="skip the bare step (saves its compile)")
+    p.add_argument("--bare-on", default="all", help="MODEL:DTYPE[,...] that get the bare step (default all)")
     p.add_argument("--variants", default="", help=f"comma list of {sorted(VARIANTS)}: one more line each")
     p.add_argument("--variants-on", default="all", help="MODEL:DTYPE[,...] the variants follow (default all)")
     p.add_argument("--views", default="", help="MODEL:DTYPE[,...]: also time the views (augmentation) alone")
@@ -209,7 +210,8 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     t_ssl_compile = time.perf_counter() - t0  # trace + lower + compile: the first step's wait, empty cache
     runners = {"ssl": (ssl_c, ssl_state, ssl_batch)}
     t_bare_compile = bare_c = None
-    if not a.no_bare:
+    case = f"{model_name}:{dtype}"
+    if not a.no_bare and (a.bare_on == "all" or case in a.bare_on.split(",")):
         bare_fn = make_bare_step(model, training.tx, kind="image", mean=mean, std=std)
         bare_jit = jax.jit(bare_fn, out_shardings=(rep, rep), donate_argnums=0)
         t0 = time.perf_counter()
@@ -217,7 +219,7 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
         t_bare_compile = time.perf_counter() - t0
         runners["bare"] = (bare_c, bare_state, bare_batch)
 
-    profiling = (bool(a.profile) and not a.no_bare
+    profiling = (bool(a.profile) and "bare" in runners
                  and (a.profile == "all" or f"{model_name}:{dtype}" in a.profile.split(",")))
     if profiling:
         # The same SSL step with every augmentation switched off: isolates threshold/EMA/loss cost from views.
@@ -283,7 +285,6 @@ def run_case(a: argparse.Namespace, model_name: str, dtype: str) -> dict:
     if profiling:
         row["_profile"] = profile_case(a, cfg, mesh, ssl_batch, statistics.median(times["bare"]), ssl_s,
                                        statistics.median(times["ssl_noaug"]))
-    case = f"{model_name}:{dtype}"
     if a.views and (a.views == "all" or case in a.views.split(",")):
         row["views_ms"] = views_ms(a, cfg, mesh, ssl_batch)
         row["views_share"] = round(row["views_ms"] / row["ssl_ms"], 3)

@@ -122,3 +122,16 @@ def test_knn_precision_auto_is_float32_on_cpu_and_bad_names_fail():
     assert resolve_precision("auto") == "float32"  # the test machine's backend is the CPU
     with pytest.raises(ValueError, match="bfloat16"):
         resolve_precision("fp8")
+
+
+def test_timing_travels_with_the_checkpointed_book():
+    from boostmis_jax.bookkeeping import Book
+
+    book = Book(labeled=[0, 1])
+    timer = PhaseTimer(book.timing)
+    timer.record("acquisition", 2.5)
+    restored = Book.from_json(json.loads(json.dumps(book.to_json())))
+    assert restored.timing["acquisition"] == 2.5
+    PhaseTimer(restored.timing).record("acquisition", 1.0)  # a resumed run counts on
+    assert restored.timing["acquisition"] == 3.5
+    assert Book.from_json({"labeled": [0]}).timing == {}  # a checkpoint from before this key
