@@ -45,12 +45,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import importlib
 import importlib.machinery
 import importlib.util
 import json
 import logging
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -67,7 +69,8 @@ CIFAR10_STD = [0.229, 0.224, 0.225]
 # Optional modules USB imports at top level on the step's import path; none is called by this step.
 OPTIONAL = ("wandb", "aim", "ruamel.yaml", "torch.utils.tensorboard", "sklearn.metrics")
 # Packages whose __init__ imports everything USB has (all algorithms, NLP/audio nets and datasets).
-SHELLS = ("semilearn", "semilearn.core", "semilearn.nets", "semilearn.datasets", "semilearn.datasets.cv_datasets")
+SHELLS = ("semilearn", "semilearn.core", "semilearn.nets", "semilearn.datasets",
+          "semilearn.datasets.cv_datasets")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="autocast dtype (default: float16 on cuda as USB, bfloat16 on cpu)")
     p.add_argument("--channels-last", action="store_true", help="model and inputs in channels-last layout")
     p.add_argument("--workers", type=int, default=1,
-                   help="USB's num_workers: the labeled loader gets this many, the unlabeled one twice as many "
-                        "(USB's classic_cv FixMatch configs: 1)")
+                   help="USB's num_workers: the labeled loader gets this many, the unlabeled one twice as "
+                        "many (USB's classic_cv FixMatch configs: 1)")
     p.add_argument("--cudnn-deterministic", type=int, choices=[0, 1], default=1,
                    help="USB's train.py sets cudnn.deterministic = True (and benchmark = True)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
@@ -118,7 +121,7 @@ class _Stub(types.ModuleType):
 
         class Missing:
             def __init__(self, *args, **kwargs):
-                raise RuntimeError(f"{mod}.{attr} is a stub in benchmarks/usb_peer.py ({mod} is not installed)")
+                raise RuntimeError(f"{mod}.{attr}: a stub in benchmarks/usb_peer.py ({mod} not installed)")
         return Missing
 
 
@@ -164,7 +167,7 @@ def _not_loaded(name: str) -> Callable:
 def import_usb(root: Path) -> tuple[types.SimpleNamespace, list[str]]:
     """USB's modules for the FixMatch step, imported directly; returns them and what was stubbed."""
     if not (root / "semilearn" / "core" / "algorithmbase.py").is_file():
-        raise SystemExit(f"usb_peer: no USB tree at {root}/semilearn; pass --usb-root PATH (see the docstring)")
+        raise SystemExit(f"usb_peer: no USB tree at {root}/semilearn; pass --usb-root PATH (see docstring)")
     stubbed: list[str] = []
     try:
         import torchvision.transforms  # noqa: F401
@@ -192,10 +195,11 @@ def import_usb(root: Path) -> tuple[types.SimpleNamespace, list[str]]:
     ds = sys.modules["semilearn.datasets"]
     for attr in ("split_ssl_data", "get_collactor"):
         setattr(ds, attr, getattr(dutils, attr))
-    for attr in ("name2sampler", "DistributedSampler", "WeightedDistributedSampler", "ImageNetDistributedSampler"):
+    for attr in ("name2sampler", "DistributedSampler", "WeightedDistributedSampler",
+                 "ImageNetDistributedSampler"):
         setattr(ds, attr, getattr(samplers, attr))
-    # core.utils.build.get_dataset imports the dataset getters before it returns None for a dataset it does not
-    # know; they are never called here
+    # core.utils.build.get_dataset imports the dataset getters before it returns None for a dataset it does
+    # not know; they are never called here
     for attr in ("get_eurosat", "get_medmnist", "get_semi_aves", "get_cifar", "get_svhn", "get_stl10",
                  "get_imagenet", "get_food101", "get_json_dset", "get_pkl_dset"):
         setattr(ds, attr, _not_loaded(f"semilearn.datasets.{attr}"))
@@ -218,14 +222,16 @@ def usb_source(root: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------------ the step
 def usb_args(a: argparse.Namespace, n_iters: int, save_dir: str) -> argparse.Namespace:
-    """USB's config/classic_cv/fixmatch/fixmatch_cifar10_40_0.yaml, with this run's batch, uratio, amp and device
-    (no dataset: `get_dataset` returns None for it, so the loaders are built here from in-memory data)."""
+    """USB's config/classic_cv/fixmatch/fixmatch_cifar10_40_0.yaml, with this run's batch, uratio, amp and
+    device (no dataset: `get_dataset` returns None for it, so the loaders are built here from in-memory
+    data)."""
     return argparse.Namespace(
         algorithm="fixmatch", net="wrn_28_2", net_from_name=False, use_pretrain=False, pretrain_path="",
         num_classes=NUM_CLASSES, dataset="in_memory_random", num_labels=40, data_dir=save_dir,
         include_lb_to_ulb=True, img_size=a.image_size, crop_ratio=0.875,
         batch_size=a.batch, uratio=a.uratio, eval_batch_size=256,
-        epoch=1, num_train_iter=n_iters, num_eval_iter=10 * n_iters, num_log_iter=10 * n_iters, num_warmup_iter=0,
+        epoch=1, num_train_iter=n_iters, num_eval_iter=10 * n_iters, num_log_iter=10 * n_iters,
+        num_warmup_iter=0,
         optim="SGD", lr=0.03, momentum=0.9, weight_decay=5e-4, layer_decay=1.0, clip_grad=0.0,
         ema_m=0.999, ulb_loss_ratio=1.0, use_cat=True, amp=a.amp, T=0.5, p_cutoff=0.95, hard_label=True,
         train_sampler="RandomSampler", num_workers=a.workers,
@@ -275,8 +281,9 @@ def build_loaders(usb, args: argparse.Namespace, a: argparse.Namespace, n_iters:
     # as AlgorithmBase.set_data_loader builds them
     lb_loader = usb.get_data_loader(args, lb, args.batch_size, data_sampler=args.train_sampler,
                                     num_iters=n_iters, num_epochs=args.epoch, num_workers=args.num_workers)
-    ulb_loader = usb.get_data_loader(args, ulb, args.batch_size * args.uratio, data_sampler=args.train_sampler,
-                                     num_iters=n_iters, num_epochs=args.epoch, num_workers=2 * args.num_workers)
+    ulb_loader = usb.get_data_loader(args, ulb, args.batch_size * args.uratio,
+                                     data_sampler=args.train_sampler, num_iters=n_iters,
+                                     num_epochs=args.epoch, num_workers=2 * args.num_workers)
     return lb_loader, ulb_loader
 
 
@@ -339,13 +346,23 @@ def usb_step(alg, batch: dict) -> None:
     alg.it += 1
 
 
-def _timed(fn: Callable[[], None], n: int, sync: Callable[[], None]) -> list[float]:
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU time: this process (every thread), or its exited children (the loader workers)."""
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(fn: Callable[[], None], n: int, sync: Callable[[], None],
+           cpu: list[float] | None = None) -> list[float]:
     out = []
     for _ in range(n):
+        c = cpu_seconds()
         t = time.perf_counter()
         fn()
         sync()
         out.append(time.perf_counter() - t)
+        if cpu is not None:
+            cpu.append(cpu_seconds() - c)
     return out
 
 
@@ -369,7 +386,7 @@ def run_case(a: argparse.Namespace) -> dict:
     sync = torch.cuda.synchronize if a.device == "cuda" else (lambda: None)
     B, u = a.batch, a.uratio
     total = B * (1 + 2 * u)
-    n_iters = 2 * (a.warmup + a.steps) + 16  # > every step run here: EvaluationHook's is_last_iter never fires
+    n_iters = 2 * (a.warmup + a.steps) + 16  # > every step run: EvaluationHook's is_last_iter never fires
 
     with tempfile.TemporaryDirectory(prefix="usb_peer_") as tmp:
         args = usb_args(a, n_iters, tmp)
@@ -388,16 +405,22 @@ def run_case(a: argparse.Namespace) -> dict:
                 first.update(data_lb=data_lb, data_ulb=data_ulb)
             usb_step(alg, alg.process_batch(**data_lb, **data_ulb))
 
+        children0 = cpu_seconds(resource.RUSAGE_CHILDREN)
+        cpu_e2e: list[float] = []
         _timed(e2e, a.warmup, sync)
-        t_e2e = _timed(e2e, a.steps, sync)
+        t_e2e = _timed(e2e, a.steps, sync, cpu_e2e)
         del it_lb, it_ulb  # the loader workers exit before the compute-only steps
+        gc.collect()
+        # the workers' CPU time over every step they fed (warmup, timed, prefetched), once they have exited
+        workers_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - children0
         loss_e2e = float(alg.out_dict["loss"].detach())
 
         # compute only: one augmented batch already on the device
         batch = alg.process_batch(**first["data_lb"], **first["data_ulb"])
         sync()
         _timed(lambda: usb_step(alg, batch), a.warmup, sync)
-        t_cmp = _timed(lambda: usb_step(alg, batch), a.steps, sync)
+        cpu_cmp: list[float] = []
+        t_cmp = _timed(lambda: usb_step(alg, batch), a.steps, sync, cpu_cmp)
         loss_cmp = float(alg.out_dict["loss"].detach())
 
     e2e_s, cmp_s = statistics.median(t_e2e), statistics.median(t_cmp)
@@ -415,15 +438,23 @@ def run_case(a: argparse.Namespace) -> dict:
         "img_per_s": round(total / e2e_s, 1), "compute_img_per_s": round(total / cmp_s, 1),
         "img_per_s_mean": round(total * len(t_e2e) / sum(t_e2e), 1),
         "compute_img_per_s_mean": round(total * len(t_cmp) / sum(t_cmp), 1),
-        "img_per_s_best": round(total / min(t_e2e), 1), "compute_img_per_s_best": round(total / min(t_cmp), 1),
+        "img_per_s_best": round(total / min(t_e2e), 1),
+        "compute_img_per_s_best": round(total / min(t_cmp), 1),
         "ms": round(1e3 * e2e_s, 2), "compute_ms": round(1e3 * cmp_s, 2),
         "loss": [round(loss_e2e, 4), round(loss_cmp, 4)],
+        # CPU seconds per step of this process (all threads): the work done, steadier than wall time under
+        # load; loader_workers: the workers' CPU time over warmup + timed steps (plus what they prefetched)
+        "cpu_s_per_step": {"e2e": round(statistics.median(cpu_e2e), 3),
+                           "compute": round(statistics.median(cpu_cmp), 3),
+                           "loader_workers": (round(workers_cpu / (a.warmup + a.steps), 3)
+                                              if a.workers else 0.0)},
         "cudnn": ({"deterministic": bool(a.cudnn_deterministic), "benchmark": True}
                   if a.device == "cuda" else None),
         "torch": torch.__version__, "usb_commit": src.get("commit", "unknown"),
         "usb_version": src.get("version", "unknown"), "stubbed": stubbed, "patched": patched,
         "loadavg": [load0, loadavg()],
-        "times_ms": {"e2e": [round(1e3 * t, 2) for t in t_e2e], "compute": [round(1e3 * t, 2) for t in t_cmp]},
+        "times_ms": {"e2e": [round(1e3 * t, 2) for t in t_e2e],
+                     "compute": [round(1e3 * t, 2) for t in t_cmp]},
     }
 
 
