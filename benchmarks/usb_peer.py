@@ -134,7 +134,7 @@ def _install_stub(name: str) -> None:
                 if i < len(parts):  # a real parent package (torch, sklearn) stays real when it imports
                     importlib.import_module(sub)
                     continue
-            except ImportError:
+            except Exception:  # noqa: BLE001
                 pass
             stub = _Stub(sub)
             stub.__path__ = []  # type: ignore[attr-defined]
@@ -183,7 +183,7 @@ def import_usb(root: Path) -> tuple[types.SimpleNamespace, list[str]]:
     for name in OPTIONAL:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # noqa: BLE001  not installed, or installed but broken (a protobuf clash, say)
             _install_stub(name)
             stubbed.append(name)
     sys.path.insert(0, str(root))
