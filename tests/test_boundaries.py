@@ -13,7 +13,7 @@ from test_predict import call, data_cfg, export, pattern
 
 from boostmis_jax.annotate.__main__ import main as annotate_main
 from boostmis_jax.data import load_dataset
-from boostmis_jax.errors import UserError, boundary, cap
+from boostmis_jax.errors import UserError
 
 
 def damaged_npz(path, split: str = "train") -> None:
@@ -56,6 +56,8 @@ def test_damaged_deflate_npz_as_predict_input_is_one_line(tmp_path, capsys):
 
 
 def test_boundary_passes_user_errors_and_bugs_through():
+    from boostmis_jax.errors import boundary, cap
+
     with pytest.raises(UserError, match="^f: unreadable \\(OverflowError: big\\); fix it$"):
         with boundary("f", "fix it"):
             raise OverflowError("big")
