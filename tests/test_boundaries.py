@@ -89,14 +89,18 @@ def test_annotate_port_in_use_says_so(tmp_path, capsys):
 
 
 def test_npz_members_a_source_does_not_use_are_never_read(tmp_path):
-    """Only the arrays a source names are read. An extra member (here not even an array, standing for a
-    3 GB one) costs nothing; reading every member eagerly failed on it (or took the memory)."""
+    """Only the arrays a source names are read. An extra member (here a header announcing 2 GB, standing
+    for a 3 GB one) costs nothing; reading every member eagerly failed on it (or took the memory)."""
     import zipfile
 
     x = np.stack([pattern(i % 2, 8, i) for i in range(30)])
     np.savez(tmp_path / "m.npz", train_images=x, train_labels=np.arange(30) % 2)
+    import io
+
+    header = io.BytesIO()  # a valid .npy header announcing 2**28 float64 values (2 GB), then no data
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1 << 28,)})
     with zipfile.ZipFile(tmp_path / "m.npz", "a") as z:
-        z.writestr("unused.npy", b"not an array at all")
+        z.writestr("unused.npy", header.getvalue())
     ds = load_dataset(data_cfg(tmp_path / "m.npz", source="medmnist_npz"))
     assert len(ds.train_y) + len(ds.val_y) + len(ds.test_y) == 30
 
