@@ -120,3 +120,19 @@ def test_annotate_bad_argument_types_are_one_line(tmp_path, capsys, args):
         annotate_main(["--workdir", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "invalid int value" in err, err
+
+
+@pytest.mark.parametrize("edit", [{"index": "x"}, {"score": None}, {"predicted": [1]}])
+def test_hand_edited_manifest_is_one_line(tmp_path, edit):
+    import json
+
+    from boostmis_jax.annotate.server import Annotator
+    from boostmis_jax.oracle import cycle_paths
+
+    write_queries(tmp_path)
+    path = cycle_paths(0, tmp_path).manifest
+    d = json.loads(path.read_text())
+    d["queries"][0].update(edit)
+    path.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="cycle_0.json: unreadable"):
+        Annotator(tmp_path, 0)
