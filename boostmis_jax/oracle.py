@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from boostmis_jax.errors import UserError
+from boostmis_jax.errors import UserError, describe
 from boostmis_jax.fsutil import atomic_write, atomic_write_text, kind_of
 
 __all__ = [
@@ -390,7 +390,11 @@ def read_manifest(cycle: int, workdir: str | os.PathLike) -> Manifest:
     path = cycle_paths(cycle, workdir).manifest
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-        queries = [Query(**{**q, "selectors": tuple(q.get("selectors", ()))}) for q in d["queries"]]
+        queries = [Query(index=int(q["index"]), id=str(q["id"]), selector=str(q["selector"]),
+                         score=float(q["score"]), predicted=int(q["predicted"]),
+                         selectors=tuple(str(x) for x in q.get("selectors", ())),
+                         confidence=None if q.get("confidence") is None else float(q["confidence"]))
+                   for q in d["queries"]]
         return Manifest(cycle=int(d["cycle"]), class_names=[str(c) for c in d["class_names"]], queries=queries,
                         has_images=bool(d["has_images"]), command=d.get("command"), cwd=d.get("cwd"))
     except FileNotFoundError:
@@ -398,8 +402,9 @@ def read_manifest(cycle: int, workdir: str | os.PathLike) -> Manifest:
             f"{path}: missing (queries written by an older version); fill {path.with_suffix('.csv').name} by "
             "hand, or delete it and re-run the main command to write the annotation page's files"
         ) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{path}: unreadable ({e}); delete the cycle's CSV and re-run the main command") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+        raise UserError(f"{path}: unreadable ({describe(e)}); delete the cycle's CSV and re-run the main "
+                        "command") from None
 
 
 def invocation(argv: Sequence[str] | None = None) -> list[str] | None:

@@ -13,7 +13,7 @@ from test_predict import call, data_cfg, export, pattern
 
 from boostmis_jax.annotate.__main__ import main as annotate_main
 from boostmis_jax.data import load_dataset
-from boostmis_jax.errors import UserError, boundary, cap
+from boostmis_jax.errors import UserError
 
 
 def damaged_npz(path, split: str = "train") -> None:
@@ -56,6 +56,8 @@ def test_damaged_deflate_npz_as_predict_input_is_one_line(tmp_path, capsys):
 
 
 def test_boundary_passes_user_errors_and_bugs_through():
+    from boostmis_jax.errors import boundary, cap
+
     with pytest.raises(UserError, match="^f: unreadable \\(OverflowError: big\\); fix it$"):
         with boundary("f", "fix it"):
             raise OverflowError("big")
@@ -87,14 +89,18 @@ def test_annotate_port_in_use_says_so(tmp_path, capsys):
 
 
 def test_npz_members_a_source_does_not_use_are_never_read(tmp_path):
-    """Only the arrays a source names are read. An extra member (here not even an array, standing for a
-    3 GB one) costs nothing; reading every member eagerly failed on it (or took the memory)."""
+    """Only the arrays a source names are read. An extra member (here a header announcing 2 GB, standing
+    for a 3 GB one) costs nothing; reading every member eagerly failed on it (or took the memory)."""
     import zipfile
 
     x = np.stack([pattern(i % 2, 8, i) for i in range(30)])
     np.savez(tmp_path / "m.npz", train_images=x, train_labels=np.arange(30) % 2)
+    import io
+
+    header = io.BytesIO()  # a valid .npy header announcing 2**28 float64 values (2 GB), then no data
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1 << 28,)})
     with zipfile.ZipFile(tmp_path / "m.npz", "a") as z:
-        z.writestr("unused.npy", b"not an array at all")
+        z.writestr("unused.npy", header.getvalue())
     ds = load_dataset(data_cfg(tmp_path / "m.npz", source="medmnist_npz"))
     assert len(ds.train_y) + len(ds.val_y) + len(ds.test_y) == 30
 
@@ -114,3 +120,19 @@ def test_annotate_bad_argument_types_are_one_line(tmp_path, capsys, args):
         annotate_main(["--workdir", str(tmp_path), *args])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and len(err.splitlines()) == 1 and "invalid int value" in err, err
+
+
+@pytest.mark.parametrize("edit", [{"index": "x"}, {"score": None}, {"predicted": [1]}])
+def test_hand_edited_manifest_is_one_line(tmp_path, edit):
+    import json
+
+    from boostmis_jax.annotate.server import Annotator
+    from boostmis_jax.oracle import cycle_paths
+
+    write_queries(tmp_path)
+    path = cycle_paths(0, tmp_path).manifest
+    d = json.loads(path.read_text())
+    d["queries"][0].update(edit)
+    path.write_text(json.dumps(d))
+    with pytest.raises(UserError, match="cycle_0.json: unreadable"):
+        Annotator(tmp_path, 0)

@@ -14,7 +14,7 @@ import pytest
 from test_dicom import write_dcm
 
 from boostmis_jax.data.dicom import DicomOptions, read_dicom
-from boostmis_jax.errors import UserError, quiet_library_noise
+from boostmis_jax.errors import UserError
 
 
 def damaged_j2k(path):
@@ -59,6 +59,7 @@ def test_event_loop_echoes_are_dropped_other_errors_kept(hooks, capfd):
     seen = []
     threading.excepthook = lambda args: seen.append(str(args.exc_value))
     sys.unraisablehook = lambda args: seen.append(str(args.exc_value))
+    from boostmis_jax.errors import quiet_library_noise
     quiet_library_noise()
 
     def boom(msg):

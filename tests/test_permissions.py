@@ -10,7 +10,7 @@ import pytest
 from test_predict import data_cfg, export, write_folder
 
 from boostmis_jax.data import load_dataset
-from boostmis_jax.fsutil import atomic_write_text, umask
+from boostmis_jax.fsutil import atomic_write_text
 from boostmis_jax.reporting import write_json_atomic, write_predictions
 
 
@@ -26,6 +26,8 @@ def mode(p) -> int:
 
 
 def test_umask_is_read_without_changing_it(mask):
+    from boostmis_jax.fsutil import umask
+
     assert umask() == mask
     assert umask() == mask
 

@@ -71,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     if not server.finished.is_set():
         return 0
     print(f"every query answered; continuing training: {a.command}", flush=True)
-    return subprocess.run(a.manifest.command, cwd=a.manifest.cwd, check=False).returncode
+    try:
+        return subprocess.run(a.manifest.command, cwd=a.manifest.cwd, check=False).returncode
+    except OSError as e:  # the recorded folder or interpreter is gone (moved, another machine)
+        print(f"error: cannot run the recorded command ({e.strerror or e}: {e.filename}); run it yourself: "
+              f"{a.command}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

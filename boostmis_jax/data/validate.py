@@ -345,7 +345,10 @@ def check_not_constant(x: np.ndarray, where: str) -> None:
 
 
 def check_classes_in_train(y: np.ndarray, train_y: np.ndarray, where: str, train_where: str) -> None:
-    """A val/test label that train never has: name the split and row that hold it, not train."""
+    """A val/test label that train never has: name the split and row that hold it, not train. (Train rows of
+    unknown class, labels < 0, could be any class: then nothing is claimed.)"""
+    if len(train_y) and np.min(train_y) < 0:
+        return
     missing = np.setdiff1d(np.unique(y), np.unique(train_y))
     if len(missing):
         row = int(np.argmax(np.isin(y, missing)))
