@@ -182,6 +182,9 @@ def test_round_uses_the_stage_and_labels_exactly_its_size():
     qs, diag = acquire_round(sc, jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), num_classes=2,
                              labels=labels)
     assert diag["stage"] == 1 and {q.selector for q in qs} == {"entropy", "margin"}
+    # a staged scorer computes only the round's stage: typiclust is skipped now (its scores are zeros)
+    out = sc(jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), stage=1)
+    assert np.all(np.asarray(out["orders"]["typiclust"]) == 0)
     assert len({q.index for q in qs}) == 4 and not labeled[[q.index for q in qs]].any()
     assert sc.compiles == 1
 
@@ -273,7 +276,7 @@ def test_staged_run_identical_on_1_and_4_devices(staged_runs):
 
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
 @pytest.mark.parametrize("selectors,batch", [("typiclust+probcover+badge+bus", "cluster"),
-                                             ("aus+entropy", "stochastic")])
+                                             ("aus+entropy", "stochastic"), ("typiclust>aus+bus", "cluster")])
 def test_new_selectors_and_batches_pick_the_same_rows_on_8_devices(selectors, batch):
     from jax.sharding import Mesh, NamedSharding
     from jax.sharding import PartitionSpec as P
@@ -292,5 +295,5 @@ def test_new_selectors_and_batches_pick_the_same_rows_on_8_devices(selectors, ba
     xs, us, ls = (jax.device_put(a, sharding) for a in (x, ~labeled, labeled))
     many = acquire_round(sc, jnp.float32(1.0), xs, us, ls, key, num_classes=2, labels=np.zeros(n, int))
     assert [(q.index, q.selector) for q in one[0]] == [(q.index, q.selector) for q in many[0]]
-    assert len({q.index for q in one[0]}) == 3 * len(selectors.split("+"))
+    assert len({q.index for q in one[0]}) == 3 * len(selectors.split(">")[-1].split("+"))
     assert sc.compiles == 2  # one program per sharding
