@@ -182,6 +182,9 @@ def test_round_uses_the_stage_and_labels_exactly_its_size():
     qs, diag = acquire_round(sc, jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), num_classes=2,
                              labels=labels)
     assert diag["stage"] == 1 and {q.selector for q in qs} == {"entropy", "margin"}
+    # a staged scorer computes only the round's stage: typiclust is skipped now (its scores are zeros)
+    out = sc(jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0), stage=1)
+    assert np.all(np.asarray(out["orders"]["typiclust"]) == 0)
     assert len({q.index for q in qs}) == 4 and not labeled[[q.index for q in qs]].any()
     assert sc.compiles == 1
 
@@ -269,3 +272,28 @@ def test_staged_run_identical_on_1_and_4_devices(staged_runs):
     a, b = one["cycles"][0]["acquisition"], four["cycles"][0]["acquisition"]
     assert a["stage"] == b["stage"] and a["aus_eps"] == b["aus_eps"]
     assert a["aus_flip_rate"] == pytest.approx(b["aus_flip_rate"])
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
+@pytest.mark.parametrize("selectors,batch", [("typiclust+probcover+badge+bus", "cluster"),
+                                             ("aus+entropy", "stochastic"), ("typiclust>aus+bus", "cluster")])
+def test_new_selectors_and_batches_pick_the_same_rows_on_8_devices(selectors, batch):
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([blob_pool(per=16, seed=1), blob_pool(per=16, seed=2)])  # 128 rows
+    x[:, 2:] += 0.3 * rng.normal(size=x[:, 2:].shape)
+    n = len(x)
+    labeled = np.zeros(n, bool)
+    labeled[rng.choice(n, 10, replace=False)] = True
+    sc = scorer(direct_apply, selectors, budget=3, batch=batch)
+    key = jax.random.key(2)
+    one = acquire_round(sc, jnp.float32(1.0), jnp.asarray(x), ~labeled, labeled, key, num_classes=2,
+                        labels=np.zeros(n, int))
+    sharding = NamedSharding(Mesh(np.array(jax.devices()[:8]), ("data",)), P("data"))
+    xs, us, ls = (jax.device_put(a, sharding) for a in (x, ~labeled, labeled))
+    many = acquire_round(sc, jnp.float32(1.0), xs, us, ls, key, num_classes=2, labels=np.zeros(n, int))
+    assert [(q.index, q.selector) for q in one[0]] == [(q.index, q.selector) for q in many[0]]
+    assert len({q.index for q in one[0]}) == 3 * len(selectors.split(">")[-1].split("+"))
+    assert sc.compiles == 2  # one program per sharding

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 
 from boostmis_jax.acquisition.badge import badge_order
@@ -244,9 +245,9 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
 
 def chunked_pass(apply_fn: ApplyFn, variables: Any, x: jax.Array, valid: jax.Array, key: jax.Array | None,
                  *, chunk: int, vat: VatParams | None, shards: int,
-                 rows_sharding: NamedSharding | None) -> dict:
+                 rows_sharding: NamedSharding | None, vat_on: jax.Array | None = None) -> dict:
     """lax.map over chunks; logits, probs, emb, entropy (+ vat_kl, vat_flip (N, G) over vat.grid) with zeros
-    on invalid rows.
+    on invalid rows. `vat_on` (traced bool, optional): compute the VAT part only when true (zeros else).
 
     VAT noise of row r comes from fold_in(fold_in(key, VAT_STREAM), r), so chunking never changes it."""
     rs = rows_sharding
@@ -258,8 +259,20 @@ def chunked_pass(apply_fn: ApplyFn, variables: Any, x: jax.Array, valid: jax.Arr
         if vat is None:
             logits, emb = apply_fn(variables, xb)
             out = {}
-        else:
+        elif vat_on is None:
             logits, emb, kl, flip = forward_and_vat_grid(apply_fn, variables, xb, rb, vat_key, vat)
+            out = {"vat_kl": kl, "vat_flip": flip}
+        else:
+            def plain(xb, rb):
+                lg, em = apply_fn(variables, xb)
+                g = len(vat.grid)
+                return lg, em, jnp.zeros((xb.shape[0], g), jnp.float32), jnp.zeros((xb.shape[0], g), bool)
+
+            def with_vat(xb, rb):
+                lg, em, kl, flip = forward_and_vat_grid(apply_fn, variables, xb, rb, vat_key, vat)
+                return lg, em, kl.astype(jnp.float32), flip
+
+            logits, emb, kl, flip = jax.lax.cond(vat_on, with_vat, plain, xb, rb)
             out = {"vat_kl": kl, "vat_flip": flip}
         out["logits"] = logits.astype(jnp.float32)
         out["emb"] = emb.reshape(emb.shape[0], -1).astype(jnp.float32)
@@ -329,7 +342,9 @@ class Scorer:
         self._jitted: dict = {}
 
     def __call__(self, variables: Any, x: jax.Array, unlabeled: Any, labeled: Any, key: jax.Array,
-                 tau: float = 1.0) -> dict:
+                 tau: float = 1.0, stage: int | None = None) -> dict:
+        """`stage` (multi-stage selectors): compute only that stage's selectors and their extras (a traced
+        switch, so no recompile); None computes every stage."""
         n = x.shape[0]
         if n % self.chunk:
             raise UserError(f"al.chunk: pool size {n} is not a multiple of chunk {self.chunk}; pad the pool "
@@ -339,8 +354,11 @@ class Scorer:
         fn = self._jitted.get((shards, rs))
         if fn is None:
             fn = self._jitted[(shards, rs)] = jax.jit(partial(self._impl, shards=shards, rows_sharding=rs))
+        active = np.ones(len(self.selectors), bool)
+        if stage is not None:
+            active = np.array([name in self.stages[stage] for name in self.selectors])
         return fn(variables, x, jnp.asarray(unlabeled, bool), jnp.asarray(labeled, bool), key,
-                  jnp.asarray(tau, jnp.float32))
+                  jnp.asarray(tau, jnp.float32), jnp.asarray(active))
 
     def vat_params(self, x: jax.Array) -> VatParams:
         """The radius grid (al.vat_eps: that one radius) and the inputs' valid range ([0,1] images)."""
@@ -349,13 +367,29 @@ class Scorer:
             EPS_IMAGES if image else EPS_FEATURES)
         return VatParams(self.vat_xi, grid[0], self.vat_ip, grid=grid, clip=(0.0, 1.0) if image else None)
 
-    def _impl(self, variables, x, unlabeled, labeled, key, tau, *, shards, rows_sharding) -> dict:
+    def _impl(self, variables, x, unlabeled, labeled, key, tau, active, *, shards, rows_sharding) -> dict:
         self.compiles += 1  # runs only while tracing
         unlabeled = unlabeled & ~labeled
         valid = unlabeled | labeled
+        gated = len(self.stages) > 1  # single-stage scorers compute everything, no conditionals
+        on = {name: active[j] for j, name in enumerate(self.selectors)}
+
+        def any_on(need: str) -> jax.Array | None:
+            if not gated:
+                return None
+            flags = [on[s] for s in self.selectors if need in needs_of(s)]
+            return jnp.any(jnp.stack(flags)) if flags else None
+
+        def maybe(flag: jax.Array | None, fn: Callable[[], Any]) -> Any:
+            """fn() when flag (None = always), else zeros of its shapes (never read by the host)."""
+            if flag is None:
+                return fn()
+            shapes = jax.eval_shape(fn)
+            return jax.lax.cond(flag, fn, lambda: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
+
         vat = self.vat_params(x) if "vat" in self.needs else None
         out = chunked_pass(self.apply_fn, variables, x, valid, key, chunk=self.chunk, vat=vat, shards=shards,
-                           rows_sharding=rows_sharding)
+                           rows_sharding=rows_sharding, vat_on=any_on("vat"))
         candidate = unlabeled
         if self.candidates == "low_confidence":
             conf = jnp.max(out["probs"], axis=-1)
@@ -373,18 +407,20 @@ class Scorer:
             # 'degree' over the whole unlabeled pool (not only the candidates): a row is representative of
             # the pool the model learns from, not of the low-confidence slice (issue 20)
             pool = unlabeled if self.density == "degree" else valid
-            extras["density"] = knn_density(out["emb"], pool, k=self.knn_k, block=self.knn_block,
-                                            kind=self.density, shards=shards, rows_sharding=rows_sharding)
+            extras["density"] = maybe(any_on("density"), lambda: knn_density(
+                out["emb"], pool, k=self.knn_k, block=self.knn_block, kind=self.density, shards=shards,
+                rows_sharding=rows_sharding))
         if "coreset" in self.needs:
             # ranks enough centers to back-fill rows the selectors before it already took
-            extras["coreset"] = coreset_greedy(out["emb"], candidate, labeled, self.need)
+            extras["coreset"] = maybe(any_on("coreset"),
+                                      lambda: coreset_greedy(out["emb"], candidate, labeled, self.need))
         ctx = PoolContext(logits=out["logits"], probs=out["probs"], entropy=out["entropy"], emb=out["emb"],
                           candidate=candidate, labeled=labeled, valid=valid,
                           rows=jnp.arange(x.shape[0], dtype=jnp.int32), key=key, unlabeled=unlabeled,
                           need=self.need, num_classes=self.num_classes, **extras)
         scores, ranks, orders = {}, {}, {}
         for j, name in enumerate(self.selectors):
-            r = SELECTORS[name](ctx)
+            r = maybe(on[name] if gated else None, partial(SELECTORS[name], ctx))
             if is_ordered(name):
                 r, orders[name] = r
             mask = unlabeled if is_whole_pool(name) else candidate

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from boostmis_jax.acquisition.calibration import estimate_classes
-from boostmis_jax.acquisition.scoring import Scorer, is_balanced, is_ordered, is_whole_pool
+from boostmis_jax.acquisition.scoring import Scorer, is_balanced, is_whole_pool, needs_of
 from boostmis_jax.oracle import Query
 from boostmis_jax.parallel import to_host
 
@@ -239,7 +239,6 @@ def acquire_round(scorer: Scorer, variables: Any, x: jax.Array, unlabeled: Any, 
     `labels` (N,) the known labels (used at labeled rows: per-class counts for the stage switch and the
     balancing quotas); `true_y` (N,) dataset labels for the diagnostics only (the simulated oracle's view);
     `val_probs`/`val_y` calibrate the estimated classes (al.balance=estimated). Returns (queries, diag)."""
-    out = scorer(variables, x, unlabeled, labeled, key, tau)
     lab = to_host(labeled).astype(bool)
     counts = None
     if labels is not None:
@@ -248,6 +247,10 @@ def acquire_round(scorer: Scorer, variables: Any, x: jax.Array, unlabeled: Any, 
         counts = np.bincount(y, minlength=num_classes)
     stage = choose_stage(scorer.stages, counts, scorer.switch_per_class)
     names = scorer.stages[stage]
+    out = dict(scorer(variables, x, unlabeled, labeled, key, tau, stage=stage))
+    if not any("vat" in needs_of(s) for s in names):  # the pass skipped VAT for this stage
+        for k in ("aus_eps", "aus_flip_rate", "aus_flip_rates"):
+            out.pop(k, None)
     est = None
     classes, class_counts = None, None
     if scorer.balance == "estimated" and any(is_balanced(s) for s in names):

@@ -10,6 +10,11 @@ logits and F = diag(p) - p p^T (the KL Hessian in logit space; the curvature of 
 it multiplies q - p = 0). That is one jvp and one transposed jvp on a linearization that also yields the
 forward outputs, so no forward is repeated. For xi >= FD_MIN_XI the literal finite-difference gradient is
 used.
+
+Radius. The LDS score is read at a radius chosen per pool (`radius_grid`, `calibrate_radius`): the pass
+scores every grid radius along d_adv (one forward each, inputs clipped to their valid range) and keeps the
+largest at which at most a target share of the candidates' predictions flip. At a radius where half the
+predictions flip (the old fixed 2.0 in [0,1] pixel space) the KL saturates and ranks confident rows first.
 """
 from __future__ import annotations
 
