@@ -38,6 +38,7 @@ ARMS = {
     "random_noinit": ["--config.al.initial=random", "--config.selfsup.steps=0"],
 }
 REFERENCE = "random_noinit"
+STOPPED: list = []
 LIVE: set = set()  # worker processes running now: SIGTERM to this script stops them (they checkpoint)
 
 
@@ -105,16 +106,19 @@ def main() -> None:
         print(json.dumps({"arm": arm, "seed": seed, "rc": rc, "wall_s": round(time.time() - t0, 1)}), flush=True)
         return arm, seed, rc, time.time() - t0
 
-    def stop(signum, frame):
+    finished: dict = {}
+
+    def stop(signum, frame):  # time is up: the workers checkpoint and stop; the finished runs are reported
+        STOPPED.append(signum)
         for proc in list(LIVE):
             proc.send_signal(signal.SIGTERM)
-        raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
-        done = list(pool.map(one, jobs))
+        for arm, seed, rc, wall in pool.map(lambda j: one(j) if not STOPPED else (*j, None, 0.0), jobs):
+            finished[(arm, seed)] = (rc, wall)
     runs = []
-    for arm, seed, rc, wall in done:
+    for (arm, seed), (rc, wall) in finished.items():
         f = out / "runs" / arm / f"seed{seed}" / "summary.json"
         if rc != 0 or not f.exists():
             runs.append({"arm": arm, "seed": seed, "rc": rc})
