@@ -84,8 +84,16 @@ def main() -> None:
     p.add_argument("--selfsup-steps", type=int, default=1000)
     p.add_argument("--cycles", type=int, default=4)
     p.add_argument("--round", type=int, default=20, help="labels per round, the first included")
+    p.add_argument("--collect", default="",
+                   help="only report: ROOT/<arm>/<seed>/summary.json -> OUT/cold_start.json")
     a = p.parse_args(argv)
     out = Path(a.out)
+    if a.collect:
+        result = collect(Path(a.collect))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({"arms": result["arms"], "pairs": result["pairs"]}, indent=1))
+        return
     base = ["--config.data.num_labels=0", "--config.al.oracle=simulated", f"--config.al.cycles={a.cycles}",
             "--config.al.selectors=random", "--config.al.candidates=all", f"--config.al.budget={a.round}",
             f"--config.selfsup.steps={a.selfsup_steps}"]
@@ -103,7 +111,8 @@ def main() -> None:
             LIVE.add(proc)
             rc = proc.wait()
             LIVE.discard(proc)
-        print(json.dumps({"arm": arm, "seed": seed, "rc": rc, "wall_s": round(time.time() - t0, 1)}), flush=True)
+        print(json.dumps({"arm": arm, "seed": seed, "rc": rc, "wall_s": round(time.time() - t0, 1)}),
+              flush=True)
         return arm, seed, rc, time.time() - t0
 
     finished: dict = {}
@@ -117,40 +126,64 @@ def main() -> None:
     with ThreadPoolExecutor(max(1, a.workers)) as pool:
         for arm, seed, rc, wall in pool.map(lambda j: one(j) if not STOPPED else (*j, None, 0.0), jobs):
             finished[(arm, seed)] = (rc, wall)
-    runs = []
-    for (arm, seed), (rc, wall) in finished.items():
-        f = out / "runs" / arm / f"seed{seed}" / "summary.json"
-        if rc != 0 or not f.exists():
-            runs.append({"arm": arm, "seed": seed, "rc": rc})
-            continue
+    failed = [(arm, seed) for (arm, seed), (rc, _) in finished.items() if rc != 0]
+    result = collect(out / "runs", a.arms.split(","))
+    result.update(config=a.config, extra=extra, base=base, failed=failed)
+    (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({"arms": result["arms"], "pairs": result["pairs"], "failed": failed}))
+
+
+SHORT = {"ti": "typiclust_init", "tn": "typiclust_noinit", "ri": "random_init", "rn": "random_noinit"}
+PAIRS = (("typiclust_init", "random_noinit"), ("typiclust_init", "random_init"),
+         ("typiclust_init", "typiclust_noinit"), ("typiclust_noinit", "random_noinit"),
+         ("random_init", "random_noinit"))
+METRICS = ("balanced_accuracy", "macro_f1", "auc")
+
+
+def collect(root: Path, arms: list[str] | None = None) -> dict:
+    """Curves, AUBCs and paired comparisons from ROOT/<arm>/<seedN or sN>/summary.json (arm names or the
+    short ti/tn/ri/rn of an inline device run)."""
+    from scipy import stats
+
+    runs: dict = {}
+    for f in sorted(Path(root).glob("*/*/summary.json")):
+        arm = SHORT.get(f.parent.parent.name, f.parent.parent.name)
+        seed = int(f.parent.name.removeprefix("seed").removeprefix("s"))
         s = json.loads(f.read_text())
         labels = [c["labeled"] for c in s["cycles"]]
-        bacc = [c["test"]["balanced_accuracy"] for c in s["cycles"]]
-        f1 = [c["test"]["macro_f1"] for c in s["cycles"]]
-        first = s["picks"]["0"]
-        runs.append({"arm": arm, "seed": seed, "rc": rc, "wall_s": round(wall, 1), "labels": labels,
-                     "balanced_accuracy": bacc, "macro_f1": f1, "aubc_balanced_accuracy": aubc(labels, bacc),
-                     "aubc_macro_f1": aubc(labels, f1),
-                     "first_round_per_class": [sum(1 for q in first if q["label"] == k)
-                                               for k in range(len(s["test"]["per_class_recall"]))]})
-    ok = [r for r in runs if "labels" in r]
-    arms: dict = {}
-    for arm in a.arms.split(","):
-        rs = [r for r in ok if r["arm"] == arm]
-        if not rs:
+        row = {"labels": labels, "wall_s": round(s["wall_time_s"], 1),
+               "first_round_per_class": [sum(1 for q in s["picks"]["0"] if q["label"] == k)
+                                         for k in range(len(s["test"]["per_class_recall"]))]}
+        for k in METRICS:
+            row[k] = [c["test"][k] for c in s["cycles"]]
+            row[f"aubc_{k}"] = aubc(labels, row[k])
+        runs[(arm, seed)] = row
+    arms = [a for a in (arms or list(ARMS)) if any(r[0] == a for r in runs)]
+    out_arms = {}
+    for arm in arms:
+        rs = [r for (a, _), r in sorted(runs.items()) if a == arm]
+        mean = lambda xs: sum(xs) / len(xs)
+        out_arms[arm] = {"n": len(rs), "labels": rs[0]["labels"], "wall_s": mean([r["wall_s"] for r in rs]),
+                         "first_round_per_class": [mean([r["first_round_per_class"][k] for r in rs])
+                                                   for k in range(len(rs[0]["first_round_per_class"]))]}
+        for k in METRICS:
+            out_arms[arm][f"aubc_{k}"] = mean([r[f"aubc_{k}"] for r in rs])
+            out_arms[arm][k] = [mean([r[k][i] for r in rs]) for i in range(len(rs[0][k]))]
+    pairs = {}
+    for a, b in PAIRS:
+        seeds = sorted(s for (x, s) in runs if x == a and (b, s) in runs)
+        if len(seeds) < 2:
             continue
-        arms[arm] = {"n": len(rs), **{k: sum(r[k] for r in rs) / len(rs)
-                                      for k in ("aubc_balanced_accuracy", "aubc_macro_f1", "wall_s")}}
-        ref = {r["seed"]: r for r in ok if r["arm"] == REFERENCE}
-        for k in ("aubc_balanced_accuracy", "aubc_macro_f1"):
-            d = [r[k] - ref[r["seed"]][k] for r in rs if r["seed"] in ref]
-            if d and arm != REFERENCE:
-                m, lo, hi = t_interval(d)
-                arms[arm][f"vs_{REFERENCE}/{k}"] = {"delta": m, "ci95": [lo, hi], "n": len(d)}
-    result = {"config": a.config, "extra": extra, "base": base, "arms": arms, "runs": runs}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"arms": arms, "failed": [(r["arm"], r["seed"]) for r in runs if "labels" not in r]}))
+        for k, get in (("aubc_balanced_accuracy", lambda r: r["aubc_balanced_accuracy"]),
+                       ("aubc_macro_f1", lambda r: r["aubc_macro_f1"]),
+                       ("first_balanced_accuracy", lambda r: r["balanced_accuracy"][0])):
+            d = [get(runs[(a, s)]) - get(runs[(b, s)]) for s in seeds]
+            m, lo, hi = t_interval(d)
+            p = float(stats.wilcoxon(d).pvalue) if any(d) else float("nan")
+            pairs[f"{a} - {b}: {k}"] = {"delta": m, "ci95": [lo, hi], "wilcoxon_p": p,
+                                         "wins": sum(x > 0 for x in d), "n": len(d), "seeds": seeds}
+    return {"arms": out_arms, "pairs": pairs,
+            "runs": [{"arm": a, "seed": s, **r} for (a, s), r in sorted(runs.items())]}
 
 
 if __name__ == "__main__":
