@@ -2,6 +2,7 @@
 # in main's tree at the merge of zero + perf (carry: .whl with ml-collections, .gpu_data with
 # pneumoniamnist.npz). Seeds 0-3 in the first call (8 runs at once), 4-11 in the second (12 at once).
 # Then, here: python benchmarks/cold_start_zero.py --collect <dir with ti/tn/ri/rn of both calls> --out DIR
+# selfsup.init defaulted to True when this ran (now False): to reproduce ti and ri add --config.selfsup.init=True.
 # ti = al.initial=typiclust + SimCLR init, tn = typiclust without init, ri = random + SimCLR init,
 # rn = random, no self-supervised stage. Later rounds: random over all rows, 20 labels per round.
 set -u; export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2 XLA_PYTHON_CLIENT_PREALLOCATE=false
