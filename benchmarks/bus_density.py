@@ -61,7 +61,7 @@ def main() -> None:
                                  candidates=al.candidates)
             out = scorer(variables, xs, valid & ~labeled, labeled, jax.random.key(0), book.tau)
             cand = np.asarray(out["candidate"])
-            pool = out["candidate"] if density == "degree" else (valid & ~labeled) | labeled
+            pool = valid & ~labeled if density == "degree" else valid  # the scorer's pools
             dens = np.asarray(knn_density(out["emb"], pool, k=al.knn_k, block=al.knn_block, kind=density))[cand]
             pred = np.asarray(out["pred"])
             bus = [e["index"] for e in select(out["scores"], pred, cand, budget=a.budget, num_classes=C,

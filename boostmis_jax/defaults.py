@@ -110,15 +110,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.cycles = 0                       # acquisition rounds after the first stage (0 = SSL only)
     c.al.steps_per_cycle = 0              # steps after each acquisition (0 = train.steps)
     c.al.budget = 10                      # K: samples per selector per cycle
-    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin least_confidence
-    #                                       coreset typiclust probcover badge; stages joined by '>' (typiclust>aus+bus)
+    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin
+    #                                       least_confidence coreset typiclust probcover badge;
+    #                                       stages joined by '>' (typiclust>aus+bus, see al.switch_per_class)
     c.al.oracle = "simulated"             # simulated | files
     c.al.initial = "random"               # data.num_labels=0: first round's picks, no label used: random |
     #                                       typiclust | probcover (these two on the selfsup embedding)
     c.al.initial_budget = 0               # rows in that first round (0 = al.budget x selectors)
     c.al.vat_xi = 1e-6
     c.al.vat_eps = ml_collections.config_dict.placeholder(float)  # None: calibrated per pool on a grid
-    #                                       2^-j * (2.0 images in [0,1], 1.0 features); set = that fixed radius
+    #                                       4^-j * (2.0 images in [0,1], 1.0 features); set: that radius
     c.al.vat_ip = 1
     c.al.knn_k = 10
     c.al.density = "degree"               # bus density: degree (k-NN graph, the release) | cosine (mean similarity)
@@ -126,10 +127,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.batch = "topk"                   # score selectors' batch: topk | cluster (k-means, best per cluster)
     #                                       | stochastic (softrank sampling, p ~ rank^-batch_beta)
     c.al.batch_beta = 1.0                 # stochastic batch: the rank exponent (Kirsch et al. 2023)
-    c.al.aus_flip_target = 0.1            # aus radius (al.vat_eps unset): the largest on a 2^-j grid at which
+    c.al.aus_flip_target = 0.1            # aus radius (al.vat_eps unset): the largest on a 4^-j grid at which
     #                                       at most this share of candidates' predictions flip
-    c.al.balance = "estimated"            # bus quotas by: estimated (calibrated, prior-shifted posterior; toward
-    #                                       a balanced labeled set) | predicted (K//C per predicted class, paper)
+    c.al.balance = "estimated"            # bus quotas: estimated (calibrated, prior-shifted posterior;
+    #                                       toward a balanced labeled set) | predicted (K//C, the paper)
     c.al.switch_per_class = 20            # "a>b" selectors: stage a until every class has this many labels
     c.al.chunk = 512                      # pool rows per forward in the scoring pass
     c.al.knn_block = 2048

@@ -54,7 +54,7 @@ def test_aus_prefers_the_row_nearer_the_boundary_at_equal_confidence():
     # the radius: the largest on the grid with <= 10% flips; the measured flip rate at it is reported
     rates = np.asarray(out["aus_flip_rates"])
     eps = float(out["aus_eps"])
-    assert float(out["aus_flip_rate"]) <= 0.1 and eps == 1.0 and rates[0] > 0  # at 2.0 both rows flip... or more
+    assert float(out["aus_flip_rate"]) <= 0.1 and eps == 1.0 and rates[0] == float(out["aus_flip_rate"])
     # a fixed radius still overrides the grid
     fixed = scorer(boundary_apply, "aus", budget=1, vat_eps=0.3)(jnp.float32(1.0), jnp.asarray(x),
                                                                 np.ones(32, bool), np.zeros(32, bool),
@@ -174,7 +174,8 @@ def test_round_uses_the_stage_and_labels_exactly_its_size():
     labels = np.repeat(np.array([0, 1, 0, 1]), 8)
     args = (jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(0))
     qs, diag = acquire_round(sc, *args, num_classes=2, labels=labels, true_y=labels)
-    assert diag["stage"] == 0 and {q.selector for q in qs} == {"typiclust"} and len({q.index for q in qs}) == 4
+    assert diag["stage"] == 0 and {q.selector for q in qs} == {"typiclust"}
+    assert len({q.index for q in qs}) == 4
     assert diag["selectors"]["typiclust"]["picks_per_true_class"] == [2, 2]
     assert set(np.repeat(np.arange(4), 8)[[q.index for q in qs]]) == {0, 1, 2, 3}  # every blob covered
     labeled[[0, 1, 8, 9]] = True
@@ -221,21 +222,23 @@ def test_random_over_all_rows_is_the_passive_control():
     labeled[:3] = True
     sc = scorer(direct_apply, "random", budget=6, candidates="all")
     qs, diag = acquire_round(sc, jnp.float32(1.0), x, ~labeled, labeled, jax.random.key(3), num_classes=2)
-    assert diag["candidates"] == n - 3 and len({q.index for q in qs}) == 6 and not labeled[[q.index for q in qs]].any()
+    idx = [q.index for q in qs]
+    assert diag["candidates"] == n - 3 and len(set(idx)) == 6 and not labeled[idx].any()
     assert mean_pairwise_cosine(np.eye(3)) == pytest.approx(0.0)
 
 
 # ---------------------------------------------------------------- the CLI: every new selector, 1 vs 4 devices
 STAGED = ["--config.data.num_labels=20", "--config.al.selectors=typiclust>aus+bus+badge+probcover",
-          "--config.al.batch=cluster", "--config.al.switch_per_class=3", "--config.al.cycles=2"]
+          "--config.al.batch=cluster", "--config.al.switch_per_class=3"]
 
 
 @pytest.fixture(scope="module")
 def staged_runs(tmp_path_factory):
+    """Two cycles on 1 device; the first on 4 devices (the 4-device CPU run is the slow one)."""
     out = {}
-    for devices in (1, 4):
+    for devices, cycles in ((1, 2), (4, 1)):
         wd = tmp_path_factory.mktemp(f"staged{devices}")
-        p = run_cmd(main_cmd(wd, *TINY, *TINY_AL, *STAGED), devices=devices)
+        p = run_cmd(main_cmd(wd, *TINY, *TINY_AL, *STAGED, f"--config.al.cycles={cycles}"), devices=devices)
         assert p.returncode == 0, p.stderr[-3000:]
         out[devices] = json.loads((wd / "summary.json").read_text())
     return out
@@ -261,9 +264,33 @@ def test_staged_run_diagnostics_exact_picks_no_recompiles(staged_runs):
 
 def test_staged_run_identical_on_1_and_4_devices(staged_runs):
     one, four = staged_runs[1], staged_runs[4]
-    assert one["picks"] == four["picks"] or [[p["index"] for p in c] for c in one["picks"].values()] == \
-        [[p["index"] for p in c] for c in four["picks"].values()]
-    for a, b in zip(one["cycles"], four["cycles"]):
-        if "acquisition" in a:
-            assert a["acquisition"]["stage"] == b["acquisition"]["stage"]
-            assert a["acquisition"]["aus_eps"] == b["acquisition"]["aus_eps"]
+    assert [(p["index"], p["selector"]) for p in one["picks"]["0"]] == \
+        [(p["index"], p["selector"]) for p in four["picks"]["0"]]
+    a, b = one["cycles"][0]["acquisition"], four["cycles"][0]["acquisition"]
+    assert a["stage"] == b["stage"] and a["aus_eps"] == b["aus_eps"]
+    assert a["aus_flip_rate"] == pytest.approx(b["aus_flip_rate"])
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 (simulated) devices")
+@pytest.mark.parametrize("selectors,batch", [("typiclust+probcover+badge+bus", "cluster"),
+                                             ("aus+entropy", "stochastic")])
+def test_new_selectors_and_batches_pick_the_same_rows_on_8_devices(selectors, batch):
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([blob_pool(per=16, seed=1), blob_pool(per=16, seed=2)])  # 128 rows
+    x[:, 2:] += 0.3 * rng.normal(size=x[:, 2:].shape)
+    n = len(x)
+    labeled = np.zeros(n, bool)
+    labeled[rng.choice(n, 10, replace=False)] = True
+    sc = scorer(direct_apply, selectors, budget=3, batch=batch)
+    key = jax.random.key(2)
+    one = acquire_round(sc, jnp.float32(1.0), jnp.asarray(x), ~labeled, labeled, key, num_classes=2,
+                        labels=np.zeros(n, int))
+    sharding = NamedSharding(Mesh(np.array(jax.devices()[:8]), ("data",)), P("data"))
+    xs, us, ls = (jax.device_put(a, sharding) for a in (x, ~labeled, labeled))
+    many = acquire_round(sc, jnp.float32(1.0), xs, us, ls, key, num_classes=2, labels=np.zeros(n, int))
+    assert [(q.index, q.selector) for q in one[0]] == [(q.index, q.selector) for q in many[0]]
+    assert len({q.index for q in one[0]}) == 3 * len(selectors.split("+"))
+    assert sc.compiles == 2  # one program per sharding

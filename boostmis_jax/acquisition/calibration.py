@@ -44,7 +44,8 @@ def saerens_prior(probs: np.ndarray, source_prior: np.ndarray, iters: int = 200,
     return prior
 
 
-MAX_RATIO = 10.0  # guard: EM on a poorly trained model can run a class's prior to ~0; keep ratios in [1/10, 10]
+# guard: EM on a poorly trained model can run a class's prior to ~0; keep prior ratios in [1/10, 10]
+MAX_RATIO = 10.0
 
 
 def adjust(probs: np.ndarray, source_prior: np.ndarray, target_prior: np.ndarray) -> np.ndarray:

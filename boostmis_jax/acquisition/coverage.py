@@ -28,7 +28,8 @@ PURITY = 0.95
 QUERY_BLOCK = 256
 
 
-def other_cluster_dist(x: jax.Array, cluster: jax.Array, valid: jax.Array, block: int = QUERY_BLOCK) -> jax.Array:
+def other_cluster_dist(x: jax.Array, cluster: jax.Array, valid: jax.Array,
+                       block: int = QUERY_BLOCK) -> jax.Array:
     """(N,) Euclidean distance from each row to the nearest valid row of a different cluster (+inf if none);
     `x` L2-normalised."""
     n = x.shape[0]

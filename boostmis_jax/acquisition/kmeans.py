@@ -63,7 +63,8 @@ def kmeans_pp(x: jax.Array, mask: jax.Array, n_clusters: int, key: jax.Array,
 
 
 @partial(jax.jit, static_argnames=("n_clusters", "steps"))
-def kmeans(x: jax.Array, mask: jax.Array, n_clusters: int, key: jax.Array, active: jax.Array | int | None = None,
+def kmeans(x: jax.Array, mask: jax.Array, n_clusters: int, key: jax.Array,
+           active: jax.Array | int | None = None,
            steps: int = LLOYD_STEPS) -> tuple[jax.Array, jax.Array, jax.Array]:
     """k-means on the `mask` rows of `x` (N, E): (assignment (N,) int32 in [0, n_clusters), -1 off-mask;
     centers (n_clusters, E); live (n_clusters,) bool, the clusters in use). Lloyd steps keep a cluster that
@@ -81,7 +82,8 @@ def kmeans(x: jax.Array, mask: jax.Array, n_clusters: int, key: jax.Array, activ
     def lloyd(_, c):
         a = jnp.where(mask, assign(c), n_clusters)
         sums = jax.ops.segment_sum(x, a, num_segments=n_clusters + 1)[:n_clusters]
-        counts = jax.ops.segment_sum(jnp.ones_like(a, jnp.float32), a, num_segments=n_clusters + 1)[:n_clusters]
+        ones = jnp.ones_like(a, jnp.float32)
+        counts = jax.ops.segment_sum(ones, a, num_segments=n_clusters + 1)[:n_clusters]
         return jnp.where((counts > 0)[:, None], sums / jnp.maximum(counts, 1.0)[:, None], c)
 
     centers = jax.lax.fori_loop(0, steps, lloyd, centers)

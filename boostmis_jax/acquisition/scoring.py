@@ -77,8 +77,8 @@ Selector = Callable[[PoolContext], jax.Array]
 SELECTORS: dict[str, Selector] = {}
 
 
-def register_selector(name: str, *, needs: tuple[str, ...] = (), balanced: bool = False, ordered: bool = False,
-                      whole_pool: bool = False) -> Callable[[Selector], Selector]:
+def register_selector(name: str, *, needs: tuple[str, ...] = (), balanced: bool = False,
+                      ordered: bool = False, whole_pool: bool = False) -> Callable[[Selector], Selector]:
     """Decorator adding `fn(ctx) -> (N,) scores, higher = annotate first` to SELECTORS under `name`.
 
     `needs` names the expensive extras the pass must compute; `balanced` makes `select` fill per-class
@@ -87,7 +87,8 @@ def register_selector(name: str, *, needs: tuple[str, ...] = (), balanced: bool 
     unlabeled row whatever al.candidates says."""
     unknown = set(needs) - KNOWN_NEEDS
     if unknown:
-        raise ValueError(f"register_selector({name!r}): unknown needs {sorted(unknown)}; use {sorted(KNOWN_NEEDS)}")
+        raise ValueError(f"register_selector({name!r}): unknown needs {sorted(unknown)}; "
+                         f"use {sorted(KNOWN_NEEDS)}")
 
     def deco(fn: Selector) -> Selector:
         fn.needs = frozenset(needs)  # type: ignore[attr-defined]
@@ -127,7 +128,8 @@ def parse_stages(selectors: str | Sequence[str]) -> tuple[tuple[str, ...], ...]:
     flat = [s for st in stages for s in st]
     unknown = [s for s in flat if s not in SELECTORS]
     if not flat or unknown or any(not st for st in stages):
-        raise UserError(f"al.selectors: unknown or empty {unknown or list(flat) or selectors!r}; use '+'-joined "
+        bad = unknown or list(flat) or selectors
+        raise UserError(f"al.selectors: unknown or empty {bad!r}; use '+'-joined "
                         f"names from {sorted(SELECTORS)}, stages joined by '>' (e.g. typiclust>aus+bus)")
     if len(set(flat)) != len(flat):
         raise UserError(f"al.selectors: {list(flat)} repeats a name; list each selector once")
@@ -206,7 +208,8 @@ def _order_score(order: jax.Array, base: jax.Array) -> jax.Array:
 
 @register_selector("typiclust", ordered=True, whole_pool=True)
 def _typiclust(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
-    """TypiClust (Hacohen et al., ICML 2022): the most typical row of each uncovered cluster (typicality.py)."""
+    """TypiClust (Hacohen et al., ICML 2022): the most typical row of each uncovered cluster
+    (typicality.py)."""
     order, typ = typiclust_order(ctx.emb, ctx.unlabeled, ctx.labeled, ctx.valid,
                                  jax.random.fold_in(ctx.key, KMEANS_STREAM), budget=ctx.need)
     return _order_score(order, typ), order
@@ -214,7 +217,8 @@ def _typiclust(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
 
 @register_selector("probcover", ordered=True, whole_pool=True)
 def _probcover(ctx: PoolContext) -> tuple[jax.Array, jax.Array]:
-    """ProbCover (Yehuda et al., NeurIPS 2022): max coverage of delta-balls, delta from purity (coverage.py)."""
+    """ProbCover (Yehuda et al., NeurIPS 2022): max coverage of delta-balls, delta from purity
+    (coverage.py)."""
     order, first, _ = probcover_order(ctx.emb, ctx.unlabeled, ctx.labeled, ctx.valid,
                                       jax.random.fold_in(ctx.key, KMEANS_STREAM), None, budget=ctx.need,
                                       clusters=max(2, ctx.num_classes))
@@ -287,7 +291,8 @@ def softrank_gumbel(score: jax.Array, key: jax.Array, beta: float) -> jax.Array:
     elsewhere: top-K of it samples K rows without replacement with p ~ rank^-beta (Kirsch et al. 2023)."""
     ok = jnp.isfinite(score)
     order = jnp.argsort(jnp.where(ok, -score, jnp.inf), stable=True)
-    rank = jnp.zeros(score.shape, jnp.float32).at[order].set(jnp.arange(1, score.shape[0] + 1, dtype=jnp.float32))
+    ranks = jnp.arange(1, score.shape[0] + 1, dtype=jnp.float32)
+    rank = jnp.zeros(score.shape, jnp.float32).at[order].set(ranks)
     return jnp.where(ok, -beta * jnp.log(rank) + gumbel_rows(key, score.shape[0]), -jnp.inf)
 
 
@@ -317,7 +322,8 @@ class Scorer:
         if batch not in BATCHES:
             raise UserError(f"al.batch={batch!r}: choose one of {list(BATCHES)}; set --config.al.batch=...")
         self.batch, self.batch_beta, self.flip_target = batch, float(batch_beta), float(flip_target)
-        self.num_classes, self.balance, self.switch_per_class = int(num_classes), balance, int(switch_per_class)
+        self.num_classes, self.balance = int(num_classes), balance
+        self.switch_per_class = int(switch_per_class)
         self.needs = frozenset().union(*(needs_of(s) for s in self.selectors))
         self.compiles = 0
         self._jitted: dict = {}

@@ -148,7 +148,8 @@ def select(scores: dict, pred: Any, candidate: Any, *, budget: int | dict, num_c
     return sorted(entries.values(), key=lambda e: (order[e["selector"]], -e["score"], e["index"]))
 
 
-def choose_stage(stages: Sequence[Sequence[str]], class_counts: np.ndarray | None, switch_per_class: int) -> int:
+def choose_stage(stages: Sequence[Sequence[str]], class_counts: np.ndarray | None,
+                 switch_per_class: int) -> int:
     """0 (the low-budget stage) until every class has >= switch_per_class labels, or until the labeled set
     reaches SWITCH_MAX_FACTOR * switch_per_class * C rows (a vanishing minority cannot hold the run in the
     low-budget phase forever); then the last stage. Unknown labels (None): stage 0."""
@@ -273,7 +274,8 @@ def acquire_round(scorer: Scorer, variables: Any, x: jax.Array, unlabeled: Any, 
 
 
 def acquire(scorer: Scorer, variables: Any, x: jax.Array, unlabeled: Any, labeled: Any, key: jax.Array, *,
-            num_classes: int, ids: Sequence[str] | None = None, tau: float = 1.0, **round_inputs: Any) -> list[Query]:
+            num_classes: int, ids: Sequence[str] | None = None, tau: float = 1.0,
+            **round_inputs: Any) -> list[Query]:
     """One AL round's queries (see `acquire_round`, which also returns the round's diagnostics).
 
     `ids` names rows for the oracle (default: the row index); each query carries the model's confidence."""

@@ -10,6 +10,11 @@ logits and F = diag(p) - p p^T (the KL Hessian in logit space; the curvature of 
 it multiplies q - p = 0). That is one jvp and one transposed jvp on a linearization that also yields the
 forward outputs, so no forward is repeated. For xi >= FD_MIN_XI the literal finite-difference gradient is
 used.
+
+Radius. The LDS score is read at a radius chosen per pool (`radius_grid`, `calibrate_radius`): the pass
+scores every grid radius along d_adv (one forward each, inputs clipped to their valid range) and keeps the
+largest at which at most a target share of the candidates' predictions flip. At a radius where half the
+predictions flip (the old fixed 2.0 in [0,1] pixel space) the KL saturates and ranks confident rows first.
 """
 from __future__ import annotations
 
@@ -37,14 +42,16 @@ class VatParams(NamedTuple):
     clip: tuple[float, float] | None = None
 
 
-# Radii the pool pass tries when al.vat_eps is unset: 2^1 .. 2^-9 times the input scale (unit-L2 direction
-# over the whole input), from the old fixed default (2.0 in [0,1] pixels) down to where few predictions flip.
-GRID_STEPS = 11
+# Radii the pool pass tries when al.vat_eps is unset: top * 4^-j, j = 0..5 (2.0 .. 0.002 for [0,1] images,
+# the L2 norm of the whole perturbation), from the old fixed default down to where few predictions flip.
+# Each radius costs one forward of the pool; a x2 grid (11 radii) measured the same choice within a factor
+# 2 (PneumoniaMNIST, docs/drafts/select.md) at twice the cost.
+GRID_STEPS, GRID_FACTOR = 6, 0.25
 
 
 def radius_grid(top: float, steps: int = GRID_STEPS) -> tuple[float, ...]:
-    """Geometric radii top, top/2, ..., largest first."""
-    return tuple(float(top) * 0.5 ** j for j in range(steps))
+    """Geometric radii top, top/4, ..., largest first."""
+    return tuple(float(top) * GRID_FACTOR ** j for j in range(steps))
 
 
 def calibrate_radius(flips: jax.Array, candidate: jax.Array, target: float) -> tuple[jax.Array, jax.Array]:
@@ -129,7 +136,8 @@ def forward_and_vat(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.
 
 def forward_and_vat_grid(apply_fn: ApplyFn, variables: Any, xb: jax.Array, rows: jax.Array, key: jax.Array,
                          params: VatParams) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """One chunk on every radius of `params.grid`: (logits, emb, KL (chunk, G), prediction flipped (chunk, G))."""
+    """One chunk on every radius of `params.grid`: (logits, emb, KL (chunk, G), prediction flipped
+    (chunk, G))."""
     xb = xb.astype(jnp.float32) if not jnp.issubdtype(xb.dtype, jnp.floating) else xb
     logits, emb, d = adversarial_direction(apply_fn, variables, xb, rows, key, params)
     pred = jnp.argmax(logits, axis=-1)
