@@ -92,6 +92,7 @@ def main() -> None:
         result = collect(Path(a.collect))
         out.mkdir(parents=True, exist_ok=True)
         (out / "cold_start.json").write_text(json.dumps(result, indent=1) + "\n")
+        plot(out / "cold_start.png", result)
         print(json.dumps({"arms": result["arms"], "pairs": result["pairs"]}, indent=1))
         return
     base = ["--config.data.num_labels=0", "--config.al.oracle=simulated", f"--config.al.cycles={a.cycles}",
@@ -184,6 +185,32 @@ def collect(root: Path, arms: list[str] | None = None) -> dict:
                                          "wins": sum(x > 0 for x in d), "n": len(d), "seeds": seeds}
     return {"arms": out_arms, "pairs": pairs,
             "runs": [{"arm": a, "seed": s, **r} for (a, s), r in sorted(runs.items())]}
+
+
+def plot(path: Path, result: dict, metric: str = "balanced_accuracy") -> None:
+    """Mean test `metric` per arm against labels, with the 95% t-band over seeds."""
+    sys.path.insert(0, str(ROOT))
+    from scipy import stats
+
+    from boostmis_jax import reporting
+
+    fig = reporting._new_figure((6.4, 4.2))
+    ax = fig.subplots()
+    for arm in result["arms"]:
+        rs = [r for r in result["runs"] if r["arm"] == arm]
+        labels, n = rs[0]["labels"], len(rs)
+        ys = [[r[metric][i] for r in rs] for i in range(len(labels))]
+        mean = [sum(y) / n for y in ys]
+        half = [stats.t.ppf(0.975, n - 1) * (sum((v - m) ** 2 for v in y) / (n - 1)) ** 0.5 / n ** 0.5
+                if n > 1 else 0.0 for y, m in zip(ys, mean)]
+        ax.plot(labels, mean, marker="o", label=f"{arm} (AUBC {result['arms'][arm]['aubc_' + metric]:.3f})")
+        ax.fill_between(labels, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                        alpha=0.12)
+    ax.set_xlabel("labels (from zero)")
+    ax.set_ylabel(f"test {metric.replace('_', ' ')}")
+    ax.set_title(f"cold start, {len(rs)} seeds: mean and 95% t-band")
+    ax.legend(fontsize=8)
+    reporting._save_figure(fig, path)
 
 
 if __name__ == "__main__":
