@@ -48,11 +48,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--batch", type=int, default=0, help="selfsup.batch_size (0 = the config's)")
     p.add_argument("--budget", type=int, default=32, help="first-round picks timed for typiclust/probcover")
+    p.add_argument("--data", default="", help="data.path (default: the config's)")
     a = p.parse_args()
     cfg = load_config(a.config)
     if a.batch:
         cfg.selfsup.batch_size = a.batch
     cfg.selfsup.steps = a.steps
+    if a.data:
+        cfg.data.path = a.data
     ds = load_dataset(cfg.data)
     mesh = parallel.make_mesh()
     rep = parallel.replicated(mesh)

@@ -82,7 +82,8 @@ def test_step_is_the_same_on_one_and_four_devices():
     assert all(np.isfinite(m["loss"]) and m["loss"] > 0 for m in ma)
 
 
-SS = ["--config.selfsup.steps=30", "--config.selfsup.batch_size=32", "--config.checkpoint.every_steps=10"]
+SS = ["--config.selfsup.steps=30", "--config.selfsup.batch_size=32", "--config.checkpoint.every_steps=10",
+      "--config.selfsup.init=True"]
 
 
 def cli(wd, *extra):
@@ -97,7 +98,7 @@ def straight(tmp_path_factory):
     return wd
 
 
-def test_stage_logs_plots_and_hands_its_backbone_to_the_task_model(straight):
+def test_stage_logs_and_plots(straight):
     rows = read_jsonl(straight / "metrics.jsonl")
     ss = [r for r in rows if "selfsup/loss" in r]
     assert [r["selfsup/step"] for r in ss] == [5, 10, 15, 20, 25, 30]
@@ -135,12 +136,13 @@ def test_sigkill_in_the_stage_resumes_exactly(straight, tmp_path):
     assert summary(straight)["test"] == summary(wd)["test"]
 
 
-def test_without_init_training_is_the_run_without_the_stage(tmp_path):
-    off = run_cmd(cli(tmp_path / "off", *SS, "--config.selfsup.init=False"))
+def test_init_hands_the_backbone_over_and_without_it_training_is_the_plain_run(straight, tmp_path):
+    off = run_cmd(cli(tmp_path / "off", *SS[:-1], "--config.selfsup.init=False"))
     plain = run_cmd(cli(tmp_path / "plain"))
     assert off.returncode == 0 and plain.returncode == 0, off.stderr[-2000:] + plain.stderr[-2000:]
     loss = lambda wd: [r["train/loss"] for r in read_jsonl(wd / "metrics.jsonl") if "train/loss" in r]
     assert loss(tmp_path / "off") == loss(tmp_path / "plain")
+    assert loss(straight)[0] != loss(tmp_path / "plain")[0]     # init=True: another starting point
     assert summary(tmp_path / "off")["test"] == summary(tmp_path / "plain")["test"]
 
 
