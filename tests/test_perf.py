@@ -135,3 +135,27 @@ def test_timing_travels_with_the_checkpointed_book():
     PhaseTimer(restored.timing).record("acquisition", 1.0)  # a resumed run counts on
     assert restored.timing["acquisition"] == 3.5
     assert Book.from_json({"labeled": [0]}).timing == {}  # a checkpoint from before this key
+
+
+def test_bf16_knn_sharded_over_devices_equals_single_device_fp32():
+    """The sharded path (each device's query rows against all keys, inside shard_map) takes the bf16
+    shortlist and the rescoring too."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from boostmis_jax import parallel
+    from boostmis_jax.acquisition.density import knn_density
+
+    if len(jax.devices()) < 2:
+        pytest.skip("needs simulated devices (conftest)")
+    emb = _clustered_pool()
+    valid = np.ones(len(emb), bool)
+    mesh = parallel.make_mesh()
+    e, v = parallel.put_global(emb, mesh), parallel.put_global(valid, mesh)
+    for kind in ("degree", "cosine"):
+        ref = np.asarray(knn_density(jnp.asarray(emb), jnp.asarray(valid), k=7, block=64, kind=kind,
+                                     precision="float32"))
+        got = knn_density(e, v, k=7, block=64, kind=kind, precision="bfloat16")
+        assert len(got.sharding.device_set) == mesh.devices.size
+        np.testing.assert_allclose(np.asarray(got), ref, atol=2e-6)
