@@ -15,7 +15,9 @@ Two numbers per case, both counting B * (1 + 2u) images a step as `train_step.py
   step, as USB trains), `process_batch` (host -> device), `train_step`, the `after_train_step` hooks.
 * `compute_img_per_s`, compute only: the same loop body on one augmented batch already on the device
   (forward, losses, backward, optimizer, scheduler, EMA; no loader, no transfer).
-Timed steps are medians (`*_mean` = steps / total time, `*_best` = the fastest step).
+Timed steps are medians (`*_mean` = steps / total time, `*_best` = the fastest step). If the end-to-end steps
+fail (loader workers on a sandboxed host, say), `e2e_error` says why and compute only is still measured on a
+batch augmented in this process.
 
 USB's code is not part of this project: point `--usb-root` at a folder holding USB's `semilearn/` tree (only
 the modules named above are needed; see docs/drafts/peer.md) and, optionally, `USB_SOURCE.json` with the
@@ -284,7 +286,7 @@ def build_loaders(usb, args: argparse.Namespace, a: argparse.Namespace, n_iters:
     ulb_loader = usb.get_data_loader(args, ulb, args.batch_size * args.uratio,
                                      data_sampler=args.train_sampler, num_iters=n_iters,
                                      num_epochs=args.epoch, num_workers=2 * args.num_workers)
-    return lb_loader, ulb_loader
+    return lb_loader, ulb_loader, lb, ulb
 
 
 def _to_channels_last(batch: dict):
@@ -391,12 +393,12 @@ def run_case(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="usb_peer_") as tmp:
         args = usb_args(a, n_iters, tmp)
         alg, patched = build_algorithm(usb, args, a)
-        lb_loader, ulb_loader = build_loaders(usb, args, a, n_iters)
+        lb_loader, ulb_loader, lb_dset, ulb_dset = build_loaders(usb, args, a, n_iters)
         alg.loader_dict = {"train_lb": lb_loader, "train_ulb": ulb_loader}
         alg.call_hook("before_train_epoch")
 
         # end to end: as `for data_lb, data_ulb in zip(loader_lb, loader_ulb)` in AlgorithmBase.train
-        it_lb, it_ulb = iter(lb_loader), iter(ulb_loader)
+        it_lb = it_ulb = None
         first: dict = {}
 
         def e2e() -> None:
@@ -407,13 +409,25 @@ def run_case(a: argparse.Namespace) -> dict:
 
         children0 = cpu_seconds(resource.RUSAGE_CHILDREN)
         cpu_e2e: list[float] = []
-        _timed(e2e, a.warmup, sync)
-        t_e2e = _timed(e2e, a.steps, sync, cpu_e2e)
+        t_e2e: list[float] = []
+        e2e_error = None
+        try:
+            it_lb, it_ulb = iter(lb_loader), iter(ulb_loader)
+            _timed(e2e, a.warmup, sync)
+            t_e2e = _timed(e2e, a.steps, sync, cpu_e2e)
+        except Exception as e:  # noqa: BLE001  e.g. loader workers failing on a sandboxed host: keep compute
+            e2e_error = f"{type(e).__name__}: {e}"[:300]
+            print(f"usb_peer: end-to-end steps failed, compute only still measured: {e2e_error}",
+                  file=sys.stderr)
         del it_lb, it_ulb  # the loader workers exit before the compute-only steps
         gc.collect()
         # the workers' CPU time over every step they fed (warmup, timed, prefetched), once they have exited
         workers_cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - children0
-        loss_e2e = float(alg.out_dict["loss"].detach())
+        loss_e2e = float(alg.out_dict["loss"].detach()) if t_e2e else None
+        if not first:  # the augmented batch made in this process, with USB's datasets and torch's collate
+            from torch.utils.data import default_collate
+            first.update(data_lb=default_collate([lb_dset[i] for i in range(B)]),
+                         data_ulb=default_collate([ulb_dset[i] for i in range(B * u)]))
 
         # compute only: one augmented batch already on the device
         batch = alg.process_batch(**first["data_lb"], **first["data_ulb"])
@@ -423,7 +437,8 @@ def run_case(a: argparse.Namespace) -> dict:
         t_cmp = _timed(lambda: usb_step(alg, batch), a.steps, sync, cpu_cmp)
         loss_cmp = float(alg.out_dict["loss"].detach())
 
-    e2e_s, cmp_s = statistics.median(t_e2e), statistics.median(t_cmp)
+    cmp_s = statistics.median(t_cmp)
+    e2e_s = statistics.median(t_e2e) if t_e2e else None
     if a.device == "cuda":
         device = f"{torch.cuda.get_device_name(0)} x1"
     else:
@@ -435,16 +450,17 @@ def run_case(a: argparse.Namespace) -> dict:
         "amp": a.amp, "channels_last": a.channels_last, "device": device,
         "batch": total, "labeled_batch": B, "uratio": u, "steps": a.steps, "warmup": a.warmup,
         "image": [a.image_size, a.image_size, 3], "workers": [a.workers, 2 * a.workers],
-        "img_per_s": round(total / e2e_s, 1), "compute_img_per_s": round(total / cmp_s, 1),
-        "img_per_s_mean": round(total * len(t_e2e) / sum(t_e2e), 1),
+        "img_per_s": round(total / e2e_s, 1) if e2e_s else None, "compute_img_per_s": round(total / cmp_s, 1),
+        "img_per_s_mean": round(total * len(t_e2e) / sum(t_e2e), 1) if t_e2e else None,
         "compute_img_per_s_mean": round(total * len(t_cmp) / sum(t_cmp), 1),
-        "img_per_s_best": round(total / min(t_e2e), 1),
+        "img_per_s_best": round(total / min(t_e2e), 1) if t_e2e else None,
         "compute_img_per_s_best": round(total / min(t_cmp), 1),
-        "ms": round(1e3 * e2e_s, 2), "compute_ms": round(1e3 * cmp_s, 2),
-        "loss": [round(loss_e2e, 4), round(loss_cmp, 4)],
+        "ms": round(1e3 * e2e_s, 2) if e2e_s else None, "compute_ms": round(1e3 * cmp_s, 2),
+        "e2e_error": e2e_error,
+        "loss": [round(loss_e2e, 4) if loss_e2e is not None else None, round(loss_cmp, 4)],
         # CPU seconds per step of this process (all threads): the work done, steadier than wall time under
         # load; loader_workers: the workers' CPU time over warmup + timed steps (plus what they prefetched)
-        "cpu_s_per_step": {"e2e": round(statistics.median(cpu_e2e), 3),
+        "cpu_s_per_step": {"e2e": round(statistics.median(cpu_e2e), 3) if cpu_e2e else None,
                            "compute": round(statistics.median(cpu_cmp), 3),
                            "loader_workers": (round(workers_cpu / (a.warmup + a.steps), 3)
                                               if a.workers else 0.0)},
