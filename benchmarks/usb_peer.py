@@ -18,7 +18,7 @@ Two numbers per case, both counting B * (1 + 2u) images a step as `train_step.py
 Timed steps are medians (`*_mean` = steps / total time, `*_best` = the fastest step).
 
 USB's code is not part of this project: point `--usb-root` at a folder holding USB's `semilearn/` tree (only
-the modules named above are needed; see docs/drafts/peer.md) and, optionally, `USB_SOURCE.json` with the
+the modules named above are needed; see docs/performance.md) and, optionally, `USB_SOURCE.json` with the
 commit it came from. What this script changes around USB's code, all reported in the JSON line:
 * package `__init__`s of `semilearn`, `semilearn.core`, `semilearn.nets`, `semilearn.datasets` and
   `semilearn.datasets.cv_datasets` are skipped (they import every algorithm, network and dataset, with
