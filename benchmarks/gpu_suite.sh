@@ -3,7 +3,7 @@
 # then, when STUDY_ARGS is set, the study stage (its own limit, STUDY_LIMIT).
 #
 #   device: bash benchmarks/gpu_suite.sh  (carry .whl: ml-collections is not in the GPU image, and
-#           .gpu_data with pneumoniamnist.npz for the real loop; the `run` line: docs/drafts/perf.md)
+#           .gpu_data with pneumoniamnist.npz for the real loop; the `run` line: docs/performance.md)
 #   here:   QUICK=1 OUT=/tmp/suite PNEU_NPZ=../shared/data/pneumoniamnist.npz bash benchmarks/gpu_suite.sh
 #           (every stage shrunk, on CPU, a few minutes on 2 cores)
 #

@@ -20,7 +20,7 @@ fail (loader workers on a sandboxed host, say), `e2e_error` says why and compute
 batch augmented in this process.
 
 USB's code is not part of this project: point `--usb-root` at a folder holding USB's `semilearn/` tree (only
-the modules named above are needed; see docs/drafts/peer.md) and, optionally, `USB_SOURCE.json` with the
+the modules named above are needed; see docs/performance.md) and, optionally, `USB_SOURCE.json` with the
 commit it came from. What this script changes around USB's code, all reported in the JSON line:
 * package `__init__`s of `semilearn`, `semilearn.core`, `semilearn.nets`, `semilearn.datasets` and
   `semilearn.datasets.cv_datasets` are skipped (they import every algorithm, network and dataset, with

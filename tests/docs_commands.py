@@ -46,7 +46,7 @@ WORKER_TIMEOUT_S = 300
 
 
 def doc_files() -> list[Path]:
-    """README.md and every docs/*.md page (not docs/drafts/ or docs/results/)."""
+    """README.md and every docs/*.md page (not the study outputs under docs/results/)."""
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
