@@ -72,9 +72,15 @@ def _auc(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
     return float(np.mean(scores))
 
 
-def minority_class(train_labels: np.ndarray, num_classes: int) -> int:
-    """The rarest class of the training labels (the lowest index on ties; an absent class counts 0)."""
-    return int(np.argmin(np.bincount(np.asarray(train_labels, np.int64).reshape(-1), minlength=num_classes)))
+def minority_class(train_labels: np.ndarray, num_classes: int, fallback: np.ndarray | None = None) -> int:
+    """The rarest class of the known training labels (the lowest index on ties; an absent class counts 0).
+    Unknown labels (< 0: an unlabeled folder) are skipped; with none known, `fallback`'s labels decide."""
+    y = np.asarray(train_labels, np.int64).reshape(-1)
+    y = y[y >= 0]
+    if y.size == 0 and fallback is not None:
+        y = np.asarray(fallback, np.int64).reshape(-1)
+        y = y[y >= 0]
+    return int(np.argmin(np.bincount(y, minlength=num_classes)))
 
 
 def average_precision(positive: np.ndarray, score: np.ndarray) -> float:

@@ -361,7 +361,7 @@ def best_variables(state: dict, book: Book) -> dict:
 def evaluate(r: Run, variables: dict, split: str) -> tuple[dict, np.ndarray]:
     x, y = getattr(r.ds, f"{split}_x"), getattr(r.ds, f"{split}_y")
     probs = predict_split(r.predict_probs, variables, x, batch=r.eval_batch, mesh=r.mesh)
-    minority = minority_class(r.ds.train_y, r.ds.num_classes)
+    minority = minority_class(r.ds.train_y, r.ds.num_classes, fallback=r.ds.val_y)
     return classification_metrics(probs, y, r.ds.num_classes, minority), probs
 
 

@@ -384,13 +384,14 @@ def test_dicom_folder_trains_and_predicts_through_the_cli(tmp_path):
 
 
 def readme_predict_commands() -> list[list[str]]:
-    """The README's predict examples, exactly as written (relative paths)."""
+    """The documented predict examples (README.md and docs/prediction.md), exactly as written (relative
+    paths)."""
     import shlex
 
     from helpers import ROOT
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = "\n".join((ROOT / f).read_text(encoding="utf-8") for f in ("README.md", "docs/prediction.md"))
     cmds = [shlex.split(ln) for ln in text.splitlines() if ln.startswith("python -m boostmis_jax.predict ")]
-    assert len(cmds) >= 2, "the README's predict examples moved: update this test"
+    assert len(cmds) >= 2, "the documented predict examples moved: update this test"
     return cmds
 
 
