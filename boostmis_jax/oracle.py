@@ -533,3 +533,17 @@ def make_oracle(name: str, *, train_y, num_classes: int, class_names, images) ->
     if name not in ORACLES:
         raise UserError(f"oracle: unknown oracle {name!r}; choose one of {', '.join(sorted(ORACLES))}")
     return ORACLES[name](train_y=train_y, num_classes=num_classes, class_names=class_names, images=images)
+
+
+def ask(name: str, ds, book, queries: Sequence[Query], workdir: Path) -> list | None:
+    """One round's questions to the oracle `name` (process 0 asks, every process gets the answers), recorded
+    in `book`. None: a person's labels are pending (the files oracle wrote its CSV)."""
+    from boostmis_jax import parallel
+
+    oracle = make_oracle(name, train_y=ds.train_y, num_classes=ds.num_classes, class_names=ds.class_names,
+                         images=ds.train_x if ds.kind == "image" else None)
+    answers = parallel.on_process0(lambda: oracle.answer(book.cycle, queries, workdir))
+    answers = parallel.broadcast_answers(answers, [q.index for q in queries])
+    if answers is not None:
+        book.record_answers([dataclasses.asdict(q) for q in queries], answers)
+    return answers

@@ -21,7 +21,6 @@ step 0) and `selfsup/step`.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 
@@ -373,7 +372,8 @@ def pick_initial(name: str, emb: np.ndarray | None, n: int, budget: int, seed: i
 def initial_round(r, state: dict, book) -> bool:
     """Cycle 0 of a zero-label run: pick the first rows to label with `al.initial` on the selfsup embedding,
     ask the oracle (queries/cycle_0.csv with al.oracle=files). False = waiting for a person's labels."""
-    from boostmis_jax.oracle import Query, make_oracle
+    from boostmis_jax import oracle
+    from boostmis_jax.oracle import Query
 
     cfg, ds = r.cfg, r.ds
     name = str(cfg.al.initial)
@@ -385,13 +385,9 @@ def initial_round(r, state: dict, book) -> bool:
                      predicted=-1, selectors=(name,), confidence=None) for pos, i in enumerate(picks)]
     r.say(f"cycle 0: no labels yet; {len(picks)} first picks by {name}"
           + (" on the self-supervised embedding" if emb is not None else ""))
-    oracle = make_oracle(cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
-                         class_names=ds.class_names, images=ds.train_x if ds.kind == "image" else None)
-    answers = parallel.on_process0(lambda: oracle.answer(book.cycle, queries, r.workdir))
-    answers = parallel.broadcast_answers(answers, [q.index for q in queries])
+    answers = oracle.ask(cfg.al.oracle, ds, book, queries, r.workdir)
     if answers is None:
         return False
-    book.record_answers([dataclasses.asdict(q) for q in queries], answers)
     hold_out_answers(r, book, answers)
     return True
 

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from boostmis_jax import acquisition, defaults, export, parallel, reporting, selfsup
+from boostmis_jax import acquisition, defaults, export, oracle, parallel, reporting, selfsup
 from boostmis_jax.bookkeeping import Book, config_changes, data_fingerprint
 from boostmis_jax.checkpointing import Checkpointer
 from boostmis_jax.data import load_dataset
@@ -34,7 +34,6 @@ from boostmis_jax.evaluate import (
     threshold_metrics,
 )
 from boostmis_jax.models import build_model
-from boostmis_jax.oracle import make_oracle
 from boostmis_jax.sampling import rows_for_step
 from boostmis_jax.state import (
     Cycles,
@@ -492,13 +491,9 @@ def acquire(r: Run, state: dict, book: Book) -> bool:
         book.history[-1]["acquisition"] = diag
     r.say(f"cycle {book.cycle}: scored {n} pool samples in {time.time() - t0:.1f}s, {len(queries)} picks "
           f"({', '.join(sorted({q.selector for q in queries}))})")
-    oracle = make_oracle(r.cfg.al.oracle, train_y=ds.train_y, num_classes=ds.num_classes,
-                         class_names=ds.class_names, images=ds.train_x if ds.kind == "image" else None)
-    answers = parallel.on_process0(lambda: oracle.answer(book.cycle, queries, r.workdir))
-    answers = parallel.broadcast_answers(answers, [q.index for q in queries])
+    answers = oracle.ask(r.cfg.al.oracle, ds, book, queries, r.workdir)
     if answers is None:
         return False
-    book.record_answers([dataclasses.asdict(q) for q in queries], answers)
     selfsup.hold_out_answers(r, book, answers)
     return True
 
