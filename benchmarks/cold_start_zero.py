@@ -1,4 +1,4 @@
-"""Cold start from zero labels: the four arms of issue 22 on one case, seeds in parallel worker processes.
+"""Cold start from zero labels: the four arms (first picks x self-supervised init) on one case, seeds in parallel worker processes.
 
 Arms (later rounds equal and passive in every arm: random over all unlabeled rows, so the arms differ only
 in the first round's picks and in the task model's init):

@@ -34,7 +34,7 @@ commit it came from. What this script changes around USB's code, all reported in
   `torch.cuda.amp.autocast` is a no-op on CPU (`patched`);
 * `--amp` on CUDA is USB's own autocast (float16, with its GradScaler); `--amp-dtype bfloat16` swaps in
   `torch.autocast("cuda", bfloat16)`; `--channels-last` converts the model and the input batches (USB has no
-  such option; the earlier GPU comparison in issue 23 used it).
+  such option; the earlier GPU comparison on the same chip type used it).
 
     python benchmarks/usb_peer.py --usb-root .usb_peer --batch 8 --uratio 2 --steps 10     # CPU
     python3 benchmarks/usb_peer.py --device cuda --usb-root .usb_peer --batch 64 --uratio 7 --amp \

@@ -418,7 +418,7 @@ def test_score_pool_does_not_recompile_for_new_masks_or_weights():
     assert not {e.index for e in first} & {e.index for e in second}
 
 
-# ---------------------------------------------------------------- issue 13: degree density, low-confidence pool
+# ---------------------------------------------------------------- degree density, low-confidence pool
 def brute_degree(emb, valid, k):
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     sim = e @ e.T

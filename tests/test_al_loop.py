@@ -49,7 +49,7 @@ def test_threshold_rises_with_annotations(simulated):
     thr = {r["cycle"]: r["train/threshold"] for r in rows(simulated) if "train/threshold" in r}
     # after one cycle (N_A = 2K) the formula adds b = 0.05 on top of a = 0.9 while the status holds
     assert thr[2] > thr[0]
-    # N_A counts the latest round only: tau never climbs past a + b, however many rounds (issue 13)
+    # N_A counts the latest round only: tau never climbs past a + b, however many rounds
     assert max(r["train/threshold"] for r in rows(simulated) if "train/threshold" in r) <= 0.9 + 0.05 + 1e-6
 
 

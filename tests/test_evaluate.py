@@ -106,7 +106,7 @@ def test_roc_curve_and_auc_equal_sklearn_with_ties(seed):
     assert roc_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), abs=1e-12)
 
 
-# ------------------------------------------------------------------ the study's metrics (issue 19)
+# ------------------------------------------------------------------ the study's metrics
 def test_minority_recall_and_auprc_match_sklearn():
     from sklearn.metrics import average_precision_score, recall_score
 

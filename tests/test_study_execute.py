@@ -1,5 +1,5 @@
 """study.execute and study.cli with train.run replaced: skip/resume, failures that never shrink the tables
-(issue 21 item 6), the fixed primary endpoint, worker sizing."""
+(a failed rerun never shrinks the tables), the fixed primary endpoint, worker sizing."""
 import json
 from pathlib import Path
 

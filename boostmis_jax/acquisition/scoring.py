@@ -405,7 +405,7 @@ class Scorer:
                        aus_flip_rates=rates)
         if "density" in self.needs:
             # 'degree' over the whole unlabeled pool (not only the candidates): a row is representative of
-            # the pool the model learns from, not of the low-confidence slice (issue 20)
+            # the pool the model learns from, not of the low-confidence slice
             pool = unlabeled if self.density == "degree" else valid
             extras["density"] = maybe(any_on("density"), lambda: knn_density(
                 out["emb"], pool, k=self.knn_k, block=self.knn_block, kind=self.density, shards=shards,
