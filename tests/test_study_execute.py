@@ -1,5 +1,5 @@
 """study.execute and study.cli with train.run replaced: skip/resume, failures that never shrink the tables
-(a failed rerun never shrinks the tables), the fixed primary endpoint, worker sizing."""
+(a failed rerun keeps every row), the fixed primary endpoint, worker sizing."""
 import json
 from pathlib import Path
 
