@@ -274,23 +274,26 @@ def run(cfg, workdir: str) -> dict:
         state, book = restore_or_start(r, init_fn)
         selfsup.use_held_out(r, book)  # no labeled val split: validation from held-out answers
         while book.phase != "done":
-            if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
-                with r.timer("selfsup"):
-                    state, waiting = selfsup.run_phase(r, state, book)
-                if waiting:
-                    r.ckpt.wait()
-                    return {"status": "waiting_for_labels", "cycle": book.cycle}
-            elif book.phase == "train":
-                with r.timer("train"):
-                    state = train_cycle(r, state, book)
-                state = finish_cycle(r, state, book)
-            elif not acquire(r, state, book):
+            state, waiting = advance(r, state, book)
+            if waiting:
                 r.ckpt.wait()
                 return {"status": "waiting_for_labels", "cycle": book.cycle}
         r.ckpt.wait()
         return summarize(r, book, int(state["step"]))
     finally:
         r.close()
+
+
+def advance(r: Run, state: dict, book: Book) -> tuple[dict, bool]:
+    """Run the book's current phase; True = waiting for a person's labels (the files oracle's CSV)."""
+    if book.phase in selfsup.PHASES:  # before any classifier: selfsup stage, zero-label first round
+        with r.timer("selfsup"):
+            return selfsup.run_phase(r, state, book)
+    if book.phase == "train":
+        with r.timer("train"):
+            state = train_cycle(r, state, book)
+        return finish_cycle(r, state, book), False
+    return state, not acquire(r, state, book)
 
 
 # ======================================================================================================
