@@ -311,22 +311,19 @@ def plot_selfsup(path, rows: list[dict]) -> None:
     if not rows:
         return
     fig = reporting._new_figure((10, 3.6))
-    a, b = fig.subplots(1, 2)
     x = [row["selfsup/step"] for row in rows]
-    a.plot(x, [row["selfsup/loss"] for row in rows], label="NT-Xent loss")
-    a.set_xlabel("self-supervised step")
-    a.set_ylabel("loss")
-    a2 = a.twinx()
-    a2.plot(x, [row["selfsup/top1"] for row in rows], color="tab:orange", label="positive top-1")
-    a2.set_ylabel("top-1 of the positive view")
-    a.set_title("SimCLR objective")
-    b.plot(x, [row["selfsup/effective_rank"] for row in rows], label="effective rank of h")
-    b.set_xlabel("self-supervised step")
-    b.set_ylabel("effective rank")
-    b2 = b.twinx()
-    b2.plot(x, [row["selfsup/uniformity"] for row in rows], color="tab:green", label="uniformity of z")
-    b2.set_ylabel("uniformity (lower = more uniform)")
-    b.set_title("embedding")
+    panels = (("SimCLR objective", ("loss", "NT-Xent loss", "loss"),
+               ("top1", "positive top-1", "top-1 of the positive view", "tab:orange")),
+              ("embedding", ("effective_rank", "effective rank of h", "effective rank"),
+               ("uniformity", "uniformity of z", "uniformity (lower = more uniform)", "tab:green")))
+    for ax, (title, (k1, label1, y1), (k2, label2, y2, color)) in zip(fig.subplots(1, 2), panels):
+        ax.plot(x, [row[f"selfsup/{k1}"] for row in rows], label=label1)
+        ax.set_xlabel("self-supervised step")
+        ax.set_ylabel(y1)
+        twin = ax.twinx()
+        twin.plot(x, [row[f"selfsup/{k2}"] for row in rows], color=color, label=label2)
+        twin.set_ylabel(y2)
+        ax.set_title(title)
     reporting._save_figure(fig, path)
 
 
