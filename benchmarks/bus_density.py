@@ -35,23 +35,14 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=16, help="K, picks per selector")
     a = p.parse_args()
 
-    from boostmis_jax import train
+    from first_stage import first_stage
     from boostmis_jax.acquisition import knn_density, make_scorer, select
     from boostmis_jax.acquisition.selection import balanced_top_k
     from configs.pneumonia import get_config
 
     cfg = get_config()
     cfg.data.path, cfg.seed, cfg.train.steps, cfg.al.cycles, cfg.al.budget = a.data, a.seed, a.steps, 1, a.budget
-    r, init = train.setup(cfg, Path(a.workdir), time.time())
-    try:
-        state, book = train.restore_or_start(r, init)
-        if book.phase == "train":
-            state = train.train_cycle(r, state, book)
-            state = train.finish_cycle(r, state, book)
-        xs, valid = r.pool()
-        labeled = np.zeros(valid.shape, bool)
-        labeled[np.asarray(book.labeled)] = True
-        variables = train.best_variables(state, book)
+    with first_stage(cfg, a.workdir) as (r, book, variables, xs, valid, labeled):
         al = cfg.al
         C = r.ds.num_classes
         for density in ("degree", "cosine"):
@@ -75,8 +66,6 @@ def main() -> None:
                 "density_max": round(float(dens.max()), 4),
                 "density_cv": round(float(dens.std() / max(dens.mean(), 1e-12)), 4),
                 "overlap_with_balanced_entropy": round(len(set(bus) & set(plain)) / max(len(bus), 1), 3)}))
-    finally:
-        r.close()
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--round", type=int, default=32, help="picks per round (each variant)")
     a = p.parse_args()
 
+    from first_stage import first_stage
+
     from boostmis_jax import train
     from boostmis_jax.acquisition import make_scorer, select
     from boostmis_jax.acquisition.calibration import estimate_classes
@@ -49,16 +51,7 @@ def main() -> None:
 
     cfg = get_config()
     cfg.data.path, cfg.seed, cfg.train.steps, cfg.al.cycles = a.data, a.seed, a.steps, 1
-    r, init = train.setup(cfg, Path(a.workdir), time.time())
-    try:
-        state, book = train.restore_or_start(r, init)
-        if book.phase == "train":
-            state = train.train_cycle(r, state, book)
-            state = train.finish_cycle(r, state, book)
-        xs, valid = r.pool()
-        labeled = np.zeros(valid.shape, bool)
-        labeled[np.asarray(book.labeled)] = True
-        variables = train.best_variables(state, book)
+    with first_stage(cfg, a.workdir) as (r, book, variables, xs, valid, labeled):
         al, ds = cfg.al, r.ds
         C = ds.num_classes
         scorer = make_scorer(r.scorer.apply_fn, selectors=SELECTORS, budget=a.round, chunk=al.chunk,
@@ -131,8 +124,6 @@ def main() -> None:
         for rec in rows:
             print(f"| {rec['variant']} | {rec['n']} | {rec['picks_mean_cosine']:.3f} | "
                   f"{rec['mean_confidence']:.3f} | {rec['picks_per_true_class']} |")
-    finally:
-        r.close()
 
 
 if __name__ == "__main__":
