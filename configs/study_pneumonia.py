@@ -4,6 +4,8 @@ pneumonia), every arm on the same budget curve (equal arms: boostmis_jax/study/m
   python -m boostmis_jax.study --config configs/study_pneumonia.py --workdir runs/study_pneumonia
   python -m boostmis_jax.study --config configs/study_pneumonia.py --workdir DIR --config.study.preset=gpu
   ... --config.study.train_minority=0.1   # normal cut to 10% of train (one cut per seed); 0.02: 2%
+  ... --config.study.methods=cold          # the cold-start arms (study.COLD_METHODS): first picks without
+                                           # labels on a SimCLR embedding vs random, with/without its init
 
 The data is read from ../shared/data/pneumoniamnist.npz beside this checkout (or --config.data.path=...).
 cpu: the core arms x 10 seeds, a small CNN, 300 + 3 x 100 steps (estimated ~80 min on 2 CPU cores from the
@@ -41,6 +43,7 @@ def get_config(preset: str = "cpu"):
         c.al.steps_per_cycle = 200
         c.train.eval_every = 100
         c.checkpoint.every_steps = 200
+        selfsup_steps = 1000
         seeds = range(20)
     else:
         c.model.widths = (16, 32, 64)
@@ -50,6 +53,8 @@ def get_config(preset: str = "cpu"):
         c.al.steps_per_cycle = 100
         c.train.eval_every = 50
         c.checkpoint.every_steps = 100
+        selfsup_steps = 300
         seeds = range(10)
     c.study = study_section(CORE_METHODS, seeds, preset, reference="medmnist_v2_pneumonia")
+    c.study.selfsup_steps = selfsup_steps
     return c

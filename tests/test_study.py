@@ -95,3 +95,33 @@ def test_cli_errors_are_one_line(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith("error: study.methods: unknown or empty ['fixmach']")
     p = run_cmd([*study_cmd(tmp_path), "--config.study.primary=final/speed", "--dry_run"])
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: study.primary=")
+
+
+def test_cold_start_arms_match_the_passive_arm_but_for_their_first_picks(tmp_path):
+    """--config.study.methods=cold: the first round picked without labels after a SimCLR stage, on the
+    same labels and steps as random_all; each cold arm is paired with random_all."""
+    p = run_cmd([sys.executable, "-m", "boostmis_jax.study", f"--workdir={tmp_path}",
+                 "--config=configs/study_digits.py", "--config.study.methods=cold", "--config.study.seeds=0,1",
+                 "--config.study.selfsup_steps=6", "--config.selfsup.batch_size=32",
+                 "--config.model.widths=(8,16)", "--config.train.steps=8", "--config.al.steps_per_cycle=4",
+                 "--config.al.cycles=2", "--config.al.budget=3", "--config.ssl.uratio=2",
+                 "--config.train.log_every=4", "--config.train.eval_every=4", "--config.checkpoint.every_steps=4",
+                 "--config.al.chunk=64", "--config.al.knn_block=256"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    doc = json.loads((tmp_path / "study.json").read_text())
+    cold = ("typiclust_first", "typiclust_first_init", "random_first_init")
+    assert [(r["method"], r["seed"]) for r in doc["runs"]] == [(m, s) for s in (0, 1)
+                                                               for m in ("random_all", *cold)]
+    for r in doc["runs"]:                        # the same curve: 12 first labels, two rounds of 6, 16 steps
+        assert [c["labeled"] for c in r["curve"]] == [12, 18, 24] and r["steps"] == 16
+        first = json.loads((tmp_path / "runs" / r["method"] / f"seed{r['seed']}" / "summary.json").read_text())
+        c = first["config"]
+        if r["method"] == "random_all":
+            assert (c["data"]["num_labels"], c["selfsup"]["steps"]) == (12, 0)
+            continue
+        assert (c["data"]["num_labels"], c["al"]["initial_budget"], c["selfsup"]["steps"]) == (0, 12, 6)
+        assert c["selfsup"]["init"] == r["method"].endswith("_init")
+        assert [q["selector"] for q in first["picks"]["0"]] == [c["al"]["initial"]] * 12
+        assert {q["selector"] for q in first["picks"]["2"]} == {"random"}   # later rounds: passive
+    comp = doc["comparisons"]["aubc/balanced_accuracy"]["random_all"]
+    assert set(comp) == set(cold) and all(comp[m]["n"] == 2 for m in cold)

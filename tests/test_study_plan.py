@@ -11,7 +11,7 @@ from boostmis_jax.errors import UserError
 from boostmis_jax.state import Cycles
 from boostmis_jax.thresholds import freematch_momentum
 
-RUNNABLE = [m for m in study.METHODS if m != "recommended"]     # its selectors land on another branch
+RUNNABLE = list(study.METHODS)
 
 
 def study_config(methods=tuple(RUNNABLE), seeds=(0, 1), **al):
@@ -31,14 +31,20 @@ def test_every_arm_runs_the_same_cycle_schedule_and_budget(tmp_path):
     for p in plan:
         c, m = p.cfg, study.METHODS[p.method]
         assert "study" not in c and c.seed == p.seed and c.ssl.threshold == m.threshold
-        total = Cycles.from_config(c.train.steps, c.al.steps_per_cycle).end_step(c.al.cycles)
-        assert total == p.steps == 30 + 2 * 10
+        lead = int(c.data.num_labels == 0)       # cold start: cycle 0 picks the first labels, trains nothing
+        cycles = Cycles.from_config(c.train.steps, c.al.steps_per_cycle)._replace(lead=lead)
+        assert cycles.end_step(c.al.cycles) == p.steps == 30 + 2 * 10
         if p.method == "full_supervised":
             assert (c.al.cycles, c.train.steps, c.data.num_labels, p.labels) == (0, 50, 500, 500)
             continue
         # the same schedule, validation cadence and labels per round in every other arm
-        assert (c.train.steps, c.al.steps_per_cycle, c.al.cycles, c.train.eval_every) == (30, 10, 2, 100)
+        assert (c.train.steps, c.al.steps_per_cycle, c.al.cycles - lead, c.train.eval_every) == (30, 10, 2, 100)
         per_round = c.al.budget * len(c.al.selectors.split("+"))
+        if m.first:                              # the same 20 first labels, picked without labels
+            assert (c.data.num_labels, c.al.initial_budget, c.al.cycles - 1) == (0, 20, 2)
+            assert (c.al.initial, c.selfsup.init, c.selfsup.steps) == (m.first, m.init, 1000)
+            assert (per_round, p.labels) == (10, 40)
+            continue
         assert (c.data.num_labels, per_round, p.labels) == (20, 10, 40)
     by = {p.method: p.cfg for p in plan if p.seed == 0}
     for m in ("supervised", "fixmatch", "flexmatch", "freematch", "boostmis_ssl", "random_all"):

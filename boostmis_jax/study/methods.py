@@ -18,6 +18,12 @@ threshold and in how a round's rows are picked:
   cluster batches), kept in the tables: it lost to the paper's arm on the 10% minority cut (typicality picks
   the majority class; docs/results.md).
 
+Cold-start arms (`*_first*`) replace the initial random draw by a first round picked WITHOUT labels: a
+SimCLR stage of study.selfsup_steps on the pool, then data.num_labels rows by `al.initial` on its
+embedding (a zero-label run: data.num_labels=0, al.initial_budget=the initial labels, one more round), and
+later rounds at random over all rows, so each differs from `random_all` only in its first picks and, with
+`_init`, in starting the task model from the self-supervised backbone (selfsup.init).
+
 `full_supervised` (every train label, one stage of the same total steps) is an outside reference, not an
 equal arm.
 """
@@ -37,6 +43,7 @@ RECOMMENDED_SELECTORS, RECOMMENDED_OVERRIDES = "aus+bus", {}
 REFERENCE_METHOD = "boostmis"       # the arm every other method is paired against
 PASSIVE_METHOD = "random_all"       # the passive control every method is also paired against
 CORE_METHODS = ("boostmis", "recommended", "random_all", "random_pool", "fixmatch", "supervised")
+COLD_METHODS = ("random_all", "typiclust_first", "typiclust_first_init", "random_first_init")
 PRESETS = ("cpu", "gpu", "reduced", "full")
 PRIMARY_DEFAULT = "aubc/balanced_accuracy"
 
@@ -53,6 +60,9 @@ class Method:
     candidates: str = "all"
     overrides: tuple[tuple[str, Any], ...] = ()
     all_labels: bool = False
+    first: str = ""           # cold start: the initial labels picked by this al.initial, no label read
+    selfsup: bool = False     # cold start: a self-supervised stage (study.selfsup_steps) before the picks
+    init: bool = False        # cold start: the task model starts from the self-supervised backbone
 
 
 def _ssl(title: str, threshold: str) -> Method:
@@ -80,6 +90,12 @@ METHODS: dict[str, Method] = {
     "bus_only": Method("BUS only", "boostmis", "bus", "low_confidence"),
     "entropy_al": Method("entropy picks", "boostmis", "entropy", "low_confidence"),
     "coreset_al": Method("core-set picks", "boostmis", "coreset", "low_confidence"),
+    "typiclust_first": Method("TypiClust first picks on SimCLR, then random", "boostmis", first="typiclust",
+                              selfsup=True),
+    "typiclust_first_init": Method("TypiClust first picks + SimCLR init, then random", "boostmis",
+                                   first="typiclust", selfsup=True, init=True),
+    "random_first_init": Method("random first picks + SimCLR init, then random", "boostmis", first="random",
+                                selfsup=True, init=True),
     "full_supervised": Method("every train label, supervised", "none", "", "all", all_labels=True),
 }
 
@@ -99,7 +115,7 @@ def study_section(methods: Sequence[str], seeds: Sequence[int], preset: str, *, 
                   data: str = "", primary: str = PRIMARY_DEFAULT) -> ml_collections.ConfigDict:
     """The `study` section a study config adds to its run config (every key the study reads)."""
     s = ml_collections.ConfigDict()
-    s.methods = ",".join(methods)       # comma-joined names from study.METHODS, or 'all'
+    s.methods = ",".join(methods)       # comma-joined names from study.METHODS, or all | core | cold
     s.seeds = ",".join(str(int(k)) for k in seeds)   # comma-joined; each seed is a full run per method
     s.preset = preset                   # cpu (2 CPU cores, ~90 min) | gpu (one H200) | reduced | full
     s.primary = primary                 # the primary endpoint, fixed before the study runs: aubc/<metric>
@@ -110,6 +126,7 @@ def study_section(methods: Sequence[str], seeds: Sequence[int], preset: str, *, 
     s.data = data                       # '' | breast_cancer_mescc | digits_longtail: written into DIR/data
     s.longtail_classes = 6              # digits_longtail: digits 0..C-1 (six, as MESCC's grades)
     s.longtail_ratio = 10.0             # digits_longtail: largest / smallest train class
+    s.selfsup_steps = 1000              # cold-start arms (*_first*): SimCLR steps before the first picks
     s.train_minority = 0.0              # > 0: a MedMNIST npz's train split with its rarest class cut to
     #                                     this share of train (val/test untouched), written into DIR/data;
     #                                     the cut is drawn with the run's seed (one cut per seed)
@@ -117,11 +134,13 @@ def study_section(methods: Sequence[str], seeds: Sequence[int], preset: str, *, 
 
 
 def parse_methods(text: str) -> list[str]:
-    names = list(METHODS) if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    """Comma-joined names; 'all' = every arm, 'core' = CORE_METHODS, 'cold' = COLD_METHODS."""
+    groups = {"all": tuple(METHODS), "core": CORE_METHODS, "cold": COLD_METHODS}
+    names = list(groups.get(text.strip(), [m.strip() for m in text.split(",") if m.strip()]))
     unknown = [m for m in names if m not in METHODS]
     if not names or unknown:
         raise UserError(f"study.methods: unknown or empty {unknown or names}; use comma-joined names from "
-                        f"{list(METHODS)} (or 'all')")
+                        f"{list(METHODS)} (or all, core, cold)")
     if len(set(names)) != len(names):
         raise UserError(f"study.methods: {names} repeats a name; list each method once")
     return names

@@ -71,8 +71,8 @@ def _set(c: ml_collections.ConfigDict, key: str, value, method: str) -> None:
     node[leaf] = value
 
 
-def method_config(base: ml_collections.ConfigDict, method: str, seed: int, n_train: int
-                  ) -> tuple[ml_collections.ConfigDict, int, int]:
+def method_config(base: ml_collections.ConfigDict, method: str, seed: int, n_train: int, *,
+                  selfsup_steps: int = 0) -> tuple[ml_collections.ConfigDict, int, int]:
     """(run config, final labels, total steps) of `method` at `seed` under the equal-arms rules."""
     from boostmis_jax.thresholds import freematch_momentum
 
@@ -95,6 +95,12 @@ def method_config(base: ml_collections.ConfigDict, method: str, seed: int, n_tra
     c.al.selectors = m.selectors
     c.al.candidates = m.candidates
     c.al.budget = b["round"] // _n_selectors(method, m.selectors)
+    if m.first:  # cold start: the same labels and steps, the first round picked with no label read
+        c.data.num_labels = 0
+        c.al.initial, c.al.initial_budget = m.first, b["initial"]
+        c.al.cycles = b["cycles"] + 1                  # a zero-label run counts the first round as a cycle
+        c.selfsup.steps = int(selfsup_steps) if m.selfsup else 0
+        c.selfsup.init = bool(m.init)
     return c, b["labels"], b["steps"]
 
 
@@ -108,7 +114,8 @@ def make_plan(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, n_trai
     plan = []
     for seed in seeds:
         for method in methods:
-            c, labels, steps = method_config(base, method, seed, n_train)
+            c, labels, steps = method_config(base, method, seed, n_train,
+                                             selfsup_steps=int(cfg.study.get("selfsup_steps", 0)))
             if data_paths and seed in data_paths:
                 c.data.path = data_paths[seed]
             plan.append(PlannedRun(method, seed, Path(workdir) / "runs" / method / f"seed{seed}", c, labels,
@@ -129,6 +136,10 @@ def check_study(base: ml_collections.ConfigDict, methods: list[str], n_train: in
         raise UserError("study: data.split_file fixes the labeled rows of every seed, so seeds would not be "
                         "independent draws; set --config.data.split_file=''")
     b = budget_plan(base)
+    cold = [m for m in methods if METHODS[m].first]
+    if cold and b["initial"] < 1:
+        raise UserError(f"study: methods {cold} pick the data.num_labels initial rows without labels, but "
+                        f"data.num_labels=0; set --config.data.num_labels=48 (the first round's size)")
     if b["labels"] > n_train:
         raise UserError(f"study: the arms end with {b['labels']} labels (data.num_labels + al.cycles x "
                         f"al.budget x 2) but train has {n_train} rows; lower --config.al.budget or al.cycles")
