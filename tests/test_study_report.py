@@ -1,4 +1,6 @@
 """study.report and study.plots on hand-made run records: endpoints, AUBC, comparisons with Holm, study.md."""
+import json
+
 import numpy as np
 import pytest
 from scipy import stats as ss
@@ -89,3 +91,28 @@ def test_plots_draw_curves_with_bands(tmp_path):
     assert lo[-1] < ys[-1] < hi[-1] and lo[0] == ys[0]
     plots.plot_curves(tmp_path / "c.png", hand_runs(), ["boostmis", "fixmatch"], "balanced_accuracy")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
+    from boostmis_jax.study import overview
+
+    runs = hand_runs()
+    for r in runs:                      # what ran, as a run record keeps it
+        r["config"] = {"al": {"selectors": "aus+bus" if r["method"] == "boostmis" else "random",
+                              "candidates": "low_confidence", "batch": "topk", "balance": "predicted"},
+                       "ssl": {"threshold": "boostmis"}, "data": {"num_labels": 10}}
+    meta = {"methods": ["boostmis", "random_all", "fixmatch"], "primary": "aubc/balanced_accuracy"}
+    doc = report.study_document(meta, runs)
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "study.json").write_text(json.dumps(doc))
+    assert overview.main([f"My case={tmp_path / 'case'}"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    c = doc["comparisons"]["aubc/balanced_accuracy"]["random_all"]["boostmis"]
+    agg = doc["aggregate"]["boostmis"]["aubc/balanced_accuracy"]
+    assert table[2].startswith("| My case (`aubc/balanced_accuracy`, 16 runs, 1 min) | `boostmis`: aus+bus in "
+                               "the pool, predicted-class quotas")
+    assert (f"| {agg['mean']:.3f} ± {agg['std']:.3f} | {c['delta']:+.3f} [{c['ci95'][0]:+.3f}, "
+            f"{c['ci95'][1]:+.3f}] | {c['holm_p']:.3f} | {c['wins']}/{c['losses']}/{c['ties']} |") in table[2]
+    assert "| - | - | - |" in table[3] and len(table) == 5     # the control itself: no difference
+    assert overview.main([str(tmp_path / "missing")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""One table over several studies (the README's Results), read from their study.json files only: per case,
+each arm's primary endpoint (mean ± sd over seeds) and its paired difference against the passive control
+with the bootstrap 95% CI, Holm p and wins/losses, and the summed wall time of the case's runs.
+
+    python -m boostmis_jax.study.overview docs/results/study_features_cpu10 docs/results/study_digits_cpu10
+
+Arguments are study workdirs (or their study.json); a case title is its folder name unless given as
+TITLE=PATH. Nothing is recomputed: the numbers are the ones each study.md prints.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from boostmis_jax.errors import UserError
+from boostmis_jax.study.methods import METHODS, PASSIVE_METHOD
+
+
+def load(arg: str) -> tuple[str, dict]:
+    """(case title, study.json content) of TITLE=PATH or PATH (a workdir or its study.json)."""
+    title, _, path = arg.rpartition("=") if "=" in arg else ("", "", arg)
+    p = Path(path)
+    p = p / "study.json" if p.is_dir() else p
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"overview: cannot read {p} ({type(e).__name__}); pass a study workdir or its "
+                        f"study.json") from None
+    return title or p.parent.name, doc
+
+
+def _pm(s: dict) -> str:
+    return "-" if s.get("mean") is None else f"{s['mean']:.3f} ± {s.get('std') or 0:.3f}"
+
+
+def _delta(c: dict | None) -> tuple[str, str, str]:
+    if not c or c.get("delta") is None:
+        return "-", "-", "-"
+    lo, hi = c["ci95"] or (None, None)
+    ci = "" if lo is None else f" [{lo:+.3f}, {hi:+.3f}]"
+    holm = "-" if c.get("holm_p") is None else f"{c['holm_p']:.3f}"
+    return f"{c['delta']:+.3f}{ci}", holm, f"{c['wins']}/{c['losses']}/{c['ties']}"
+
+
+def arm_label(m: str, runs: list[dict]) -> str:
+    """`name` and what its runs were configured to pick (read from a run's config, not from today's
+    METHODS, so a renamed or redefined arm shows what actually ran)."""
+    cfg = next((r.get("config") for r in runs if r["method"] == m and r.get("config")), None)
+    if not cfg or not cfg.get("al"):
+        return f"{METHODS[m].title} (`{m}`)" if m in METHODS else f"`{m}`"
+    al, how = cfg["al"], []
+    if int(cfg.get("data", {}).get("num_labels", 1)) == 0:
+        how.append(f"first picks {al.get('initial')}" + (" + SimCLR init" if cfg.get("selfsup", {}).get("init")
+                                                          else ""))
+    how.append(f"{al.get('selectors')} in {'the pool' if al.get('candidates') == 'low_confidence' else 'all'}")
+    if al.get("batch", "topk") != "topk":
+        how.append(f"{al['batch']} batches")
+    if "bus" in str(al.get("selectors")):
+        how.append(f"{al.get('balance', 'predicted')}-class quotas")
+    return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
+
+
+def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD) -> str:
+    """The Markdown table: one row per (case, arm), the arms in each study's own order."""
+    lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |",
+             "|---|---|---|---|---|---|---|"]
+    for title, doc in studies:
+        primary = doc["study"].get("primary", "aubc/balanced_accuracy")
+        agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against, {})
+        order = [m for m in doc["study"].get("methods", list(agg)) if m in agg]
+        wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
+        case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min)"
+        for m in order:
+            name = arm_label(m, doc["runs"])
+            d, holm, wlt = _delta(comp.get(m))
+            lines.append(f"| {case} | {name} | {agg[m][primary]['n']} | {_pm(agg[m][primary])} | {d} | {holm} "
+                         f"| {wlt} |")
+            case = ""
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    try:
+        print(overview([load(a) for a in argv]), end="")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
