@@ -101,11 +101,13 @@ def test_cold_start_arms_match_the_passive_arm_but_for_their_first_picks(tmp_pat
     """--config.study.methods=cold: the first round picked without labels after a SimCLR stage, on the
     same labels and steps as random_all; each cold arm is paired with random_all."""
     p = run_cmd([sys.executable, "-m", "boostmis_jax.study", f"--workdir={tmp_path}",
-                 "--config=configs/study_digits.py", "--config.study.methods=cold", "--config.study.seeds=0,1",
+                 "--config=configs/study_digits.py", "--config.study.methods=cold",
+                 "--config.study.seeds=0,1",
                  "--config.study.selfsup_steps=6", "--config.selfsup.batch_size=32",
                  "--config.model.widths=(8,16)", "--config.train.steps=8", "--config.al.steps_per_cycle=4",
                  "--config.al.cycles=2", "--config.al.budget=3", "--config.ssl.uratio=2",
-                 "--config.train.log_every=4", "--config.train.eval_every=4", "--config.checkpoint.every_steps=4",
+                 "--config.train.log_every=4", "--config.train.eval_every=4",
+                 "--config.checkpoint.every_steps=4",
                  "--config.al.chunk=64", "--config.al.knn_block=256"])
     assert p.returncode == 0, p.stderr[-3000:]
     doc = json.loads((tmp_path / "study.json").read_text())
@@ -114,7 +116,8 @@ def test_cold_start_arms_match_the_passive_arm_but_for_their_first_picks(tmp_pat
                                                                for m in ("random_all", *cold)]
     for r in doc["runs"]:                        # the same curve: 12 first labels, two rounds of 6, 16 steps
         assert [c["labeled"] for c in r["curve"]] == [12, 18, 24] and r["steps"] == 16
-        first = json.loads((tmp_path / "runs" / r["method"] / f"seed{r['seed']}" / "summary.json").read_text())
+        run_dir = tmp_path / "runs" / r["method"] / f"seed{r['seed']}"
+        first = json.loads((run_dir / "summary.json").read_text())
         c = first["config"]
         if r["method"] == "random_all":
             assert (c["data"]["num_labels"], c["selfsup"]["steps"]) == (12, 0)

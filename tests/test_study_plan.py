@@ -38,7 +38,8 @@ def test_every_arm_runs_the_same_cycle_schedule_and_budget(tmp_path):
             assert (c.al.cycles, c.train.steps, c.data.num_labels, p.labels) == (0, 50, 500, 500)
             continue
         # the same schedule, validation cadence and labels per round in every other arm
-        assert (c.train.steps, c.al.steps_per_cycle, c.al.cycles - lead, c.train.eval_every) == (30, 10, 2, 100)
+        schedule = (c.train.steps, c.al.steps_per_cycle, c.al.cycles - lead, c.train.eval_every)
+        assert schedule == (30, 10, 2, 100)
         per_round = c.al.budget * len(c.al.selectors.split("+"))
         if m.first:                              # the same 20 first labels, picked without labels
             assert (c.data.num_labels, c.al.initial_budget, c.al.cycles - 1) == (0, 20, 2)

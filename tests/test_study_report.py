@@ -109,8 +109,8 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     table = capsys.readouterr().out.splitlines()
     c = doc["comparisons"]["aubc/balanced_accuracy"]["random_all"]["boostmis"]
     agg = doc["aggregate"]["boostmis"]["aubc/balanced_accuracy"]
-    assert table[2].startswith("| My case (`aubc/balanced_accuracy`, 16 runs, 1 min) | `boostmis`: aus+bus in "
-                               "the pool, predicted-class quotas")
+    assert table[2].startswith("| My case (`aubc/balanced_accuracy`, 16 runs, 1 min) | `boostmis`: "
+                               "aus+bus in the pool, predicted-class quotas")
     assert (f"| {agg['mean']:.3f} ± {agg['std']:.3f} | {c['delta']:+.3f} [{c['ci95'][0]:+.3f}, "
             f"{c['ci95'][1]:+.3f}] | {c['holm_p']:.3f} | {c['wins']}/{c['losses']}/{c['ties']} |") in table[2]
     assert "| - | - | - |" in table[3] and len(table) == 5     # the control itself: no difference

@@ -44,7 +44,8 @@ from boostmis_jax.study.methods import (
 )
 from boostmis_jax.study.plan import PlannedRun, budget_plan, check_study, make_plan, method_config, run_base
 
-__all__ = ["COLD_METHODS", "CORE_METHODS", "METHODS", "PASSIVE_METHOD", "PREPARERS", "PRESETS", "RECOMMENDED_SELECTORS",
+__all__ = ["COLD_METHODS", "CORE_METHODS", "METHODS", "PASSIVE_METHOD", "PREPARERS", "PRESETS",
+           "RECOMMENDED_SELECTORS",
            "REFERENCES", "REFERENCE_METHOD", "Method", "PlannedRun", "budget_plan", "check_study",
            "longtail_counts", "make_plan", "method_config", "parse_methods", "parse_seeds", "prepare_data",
            "run_base", "study_section", "write_breast_cancer_mescc", "write_digits_longtail",

@@ -52,9 +52,10 @@ def arm_label(m: str, runs: list[dict]) -> str:
         return f"{METHODS[m].title} (`{m}`)" if m in METHODS else f"`{m}`"
     al, how = cfg["al"], []
     if int(cfg.get("data", {}).get("num_labels", 1)) == 0:
-        how.append(f"first picks {al.get('initial')}" + (" + SimCLR init" if cfg.get("selfsup", {}).get("init")
-                                                          else ""))
-    how.append(f"{al.get('selectors')} in {'the pool' if al.get('candidates') == 'low_confidence' else 'all'}")
+        init = " + SimCLR init" if cfg.get("selfsup", {}).get("init") else ""
+        how.append(f"first picks {al.get('initial')}{init}")
+    pool = "the pool" if al.get("candidates") == "low_confidence" else "all"
+    how.append(f"{al.get('selectors')} in {pool}")
     if al.get("batch", "topk") != "topk":
         how.append(f"{al['batch']} batches")
     if "bus" in str(al.get("selectors")):
@@ -75,8 +76,8 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD)
         for m in order:
             name = arm_label(m, doc["runs"])
             d, holm, wlt = _delta(comp.get(m))
-            lines.append(f"| {case} | {name} | {agg[m][primary]['n']} | {_pm(agg[m][primary])} | {d} | {holm} "
-                         f"| {wlt} |")
+            s = agg[m][primary]
+            lines.append(f"| {case} | {name} | {s['n']} | {_pm(s)} | {d} | {holm} | {wlt} |")
             case = ""
     return "\n".join(lines) + "\n"
 
