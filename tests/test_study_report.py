@@ -114,5 +114,8 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     assert (f"| {agg['mean']:.3f} ± {agg['std']:.3f} | {c['delta']:+.3f} [{c['ci95'][0]:+.3f}, "
             f"{c['ci95'][1]:+.3f}] | {c['holm_p']:.3f} | {c['wins']}/{c['losses']}/{c['ties']} |") in table[2]
     assert "| - | - | - |" in table[3] and len(table) == 5     # the control itself: no difference
+    assert overview.main(["--arms=random_all,fixmatch", str(tmp_path / "case")]) == 0
+    assert [ln.split("|")[2].split(":")[0].strip() for ln in capsys.readouterr().out.splitlines()[2:]] == [
+        "`random_all`", "`fixmatch`"]
     assert overview.main([str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err

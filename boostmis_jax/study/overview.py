@@ -2,10 +2,11 @@
 each arm's primary endpoint (mean ± sd over seeds) and its paired difference against the passive control
 with the bootstrap 95% CI, Holm p and wins/losses, and the summed wall time of the case's runs.
 
-    python -m boostmis_jax.study.overview docs/results/study_features_cpu10 docs/results/study_digits_cpu10
+    python -m boostmis_jax.study.overview docs/results/study_features_cpu10 "Digits=DIR2"
+    python -m boostmis_jax.study.overview --arms=boostmis,recommended,random_all DIR ...
 
 Arguments are study workdirs (or their study.json); a case title is its folder name unless given as
-TITLE=PATH. Nothing is recomputed: the numbers are the ones each study.md prints.
+TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). Nothing is recomputed: the numbers are the ones each study.md prints.
 """
 from __future__ import annotations
 
@@ -63,14 +64,16 @@ def arm_label(m: str, runs: list[dict]) -> str:
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
 
-def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD) -> str:
-    """The Markdown table: one row per (case, arm), the arms in each study's own order."""
+def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
+             arms: Sequence[str] = ()) -> str:
+    """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
+    given)."""
     lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |",
              "|---|---|---|---|---|---|---|"]
     for title, doc in studies:
         primary = doc["study"].get("primary", "aubc/balanced_accuracy")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against, {})
-        order = [m for m in doc["study"].get("methods", list(agg)) if m in agg]
+        order = [m for m in doc["study"].get("methods", list(agg)) if m in agg and (not arms or m in arms)]
         wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
         case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min)"
         for m in order:
@@ -86,8 +89,9 @@ def main(argv: Sequence[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
+    arms = [a for arg in argv if arg.startswith("--arms=") for a in arg[len("--arms="):].split(",") if a]
     try:
-        print(overview([load(a) for a in argv]), end="")
+        print(overview([load(a) for a in argv if not a.startswith("--")], arms=arms), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
