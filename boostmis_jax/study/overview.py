@@ -6,7 +6,8 @@ with the bootstrap 95% CI, Holm p and wins/losses, and the summed wall time of t
     python -m boostmis_jax.study.overview --arms=boostmis,recommended,random_all DIR ...
 
 Arguments are study workdirs (or their study.json); a case title is its folder name unless given as
-TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). Nothing is recomputed: the numbers are the ones each study.md prints.
+TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). Nothing is recomputed: the numbers are
+the ones each study.md prints.
 """
 from __future__ import annotations
 
