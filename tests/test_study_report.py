@@ -117,5 +117,11 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     assert overview.main(["--arms=random_all,fixmatch", str(tmp_path / "case")]) == 0
     assert [ln.split("|")[2].split(":")[0].strip() for ln in capsys.readouterr().out.splitlines()[2:]] == [
         "`random_all`", "`fixmatch`"]
+    assert overview.main(["--against=fixmatch", str(tmp_path / "case")]) == 0   # not in the study's table
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "`boostmis`" in ln)
+    ends = doc["endpoints"]
+    d = np.mean([ends[f"boostmis/seed{s}"]["aubc/balanced_accuracy"]
+                 - ends[f"fixmatch/seed{s}"]["aubc/balanced_accuracy"] for s in range(5)])
+    assert f"| {d:+.3f} [" in row and row.endswith("| - | 5/0/0 |")
     assert overview.main([str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err

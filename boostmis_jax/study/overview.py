@@ -6,8 +6,9 @@ with the bootstrap 95% CI, Holm p and wins/losses, and the summed wall time of t
     python -m boostmis_jax.study.overview --arms=boostmis,recommended,random_all DIR ...
 
 Arguments are study workdirs (or their study.json); a case title is its folder name unless given as
-TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). Nothing is recomputed: the numbers are
-the ones each study.md prints.
+TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). The numbers are the ones each study.md
+prints; --against=ARM pairs with another arm than random_all, computed here from study.json's per-seed
+endpoints with the study's own statistics (no Holm p: that arm was not in the study's table).
 """
 from __future__ import annotations
 
@@ -65,6 +66,20 @@ def arm_label(m: str, runs: list[dict]) -> str:
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
 
+def _paired_here(doc: dict, endpoint: str, against: str) -> dict:
+    """method -> stats.paired_comparison(method, against) on the per-seed endpoints, holm_p None."""
+    from boostmis_jax.study import stats
+
+    per: dict[str, dict[int, float | None]] = {}
+    for r in doc["runs"]:
+        value = doc["endpoints"][f"{r['method']}/seed{r['seed']}"][endpoint]
+        per.setdefault(r["method"], {})[r["seed"]] = value
+    if against not in per:
+        return {}
+    return {m: {**stats.paired_comparison(v, per[against]), "holm_p": None}
+            for m, v in per.items() if m != against}
+
+
 def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
              arms: Sequence[str] = ()) -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
@@ -73,7 +88,9 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
              "|---|---|---|---|---|---|---|"]
     for title, doc in studies:
         primary = doc["study"].get("primary", "aubc/balanced_accuracy")
-        agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against, {})
+        agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
+        if comp is None:
+            comp = _paired_here(doc, primary, against)
         order = [m for m in doc["study"].get("methods", list(agg)) if m in agg and (not arms or m in arms)]
         wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
         case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min)"
@@ -91,8 +108,9 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     arms = [a for arg in argv if arg.startswith("--arms=") for a in arg[len("--arms="):].split(",") if a]
+    against = next((a[len("--against="):] for a in argv if a.startswith("--against=")), PASSIVE_METHOD)
     try:
-        print(overview([load(a) for a in argv if not a.startswith("--")], arms=arms), end="")
+        print(overview([load(a) for a in argv if not a.startswith("--")], against, arms), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
