@@ -104,13 +104,16 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
 
 
 def main(argv: Sequence[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return 0 if argv else 2
-    arms = [a for arg in argv if arg.startswith("--arms=") for a in arg[len("--arms="):].split(",") if a]
-    against = next((a[len("--against="):] for a in argv if a.startswith("--against=")), PASSIVE_METHOD)
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m boostmis_jax.study.overview", allow_abbrev=False,
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("studies", nargs="+", help="study workdirs or study.json files, each optionally TITLE=PATH")
+    p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
+    p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
+    a = p.parse_args(argv)
     try:
-        print(overview([load(a) for a in argv if not a.startswith("--")], against, arms), end="")
+        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m]), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
