@@ -108,7 +108,7 @@ def main(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m boostmis_jax.study.overview", allow_abbrev=False,
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("studies", nargs="+", help="study workdirs or study.json files, each optionally TITLE=PATH")
+    p.add_argument("studies", nargs="+", help="study workdirs or study.json files, each maybe TITLE=PATH")
     p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
     p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
     a = p.parse_args(argv)
