@@ -125,3 +125,31 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     assert f"| {d:+.3f} [" in row and row.endswith("| - | 5/0/0 |")
     assert overview.main([str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_overview_pairs_with_a_control_study_of_the_same_case(tmp_path, capsys):
+    """Cold-start arms run in their own workdir pair with the core study's random_all, seed by seed."""
+    from boostmis_jax.study import overview
+
+    runs = hand_runs()
+    meta = {"methods": ["boostmis", "random_all", "fixmatch"], "primary": "aubc/balanced_accuracy",
+            "data": "case A", "budget": "10 + 2 x 10"}
+    core = report.study_document(meta, runs)
+    cold_meta = {**meta, "methods": ["boostmis", "fixmatch"]}
+    cold = report.study_document(cold_meta, [r for r in runs if r["method"] != "random_all"])
+    for name, doc in (("core", core), ("cold", cold)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(doc))
+    assert overview.main([str(tmp_path / "cold")]) == 0          # no control: no difference to show
+    assert "| - | - | - |" in capsys.readouterr().out.splitlines()[2]
+    assert overview.main([f"--control={tmp_path / 'core'}", str(tmp_path / "cold")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    want = core["comparisons"]["aubc/balanced_accuracy"]["random_all"]["fixmatch"]
+    row = next(ln for ln in table if "`fixmatch`" in ln)
+    assert f"| {want['delta']:+.3f} [{want['ci95'][0]:+.3f}, {want['ci95'][1]:+.3f}] | - |" in row
+    agg = core["aggregate"]["random_all"]["aubc/balanced_accuracy"]
+    assert table[-1].startswith("|  | random over all rows (passive) (`random_all`), from core |") and f"{agg['mean']:.3f} ± {agg['std']:.3f}" in table[-1]
+    other = {**core, "study": {**core["study"], "budget": "20 + 2 x 10"}}
+    (tmp_path / "core" / "study.json").write_text(json.dumps(other))
+    assert overview.main([f"--control={tmp_path / 'core'}", str(tmp_path / "cold")]) == 2
+    assert "ran another budget" in capsys.readouterr().err

@@ -9,10 +9,16 @@ Arguments are study workdirs (or their study.json); a case title is its folder n
 TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). The numbers are the ones each study.md
 prints; --against=ARM pairs with another arm than random_all, computed here from study.json's per-seed
 endpoints with the study's own statistics (no Holm p: that arm was not in the study's table).
+--control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
+(the cold-start arms pair with the core study's `random_all` without rerunning it); a study whose data or
+budget line differs from the control's is refused.
+
+    python -m boostmis_jax.study.overview --control=docs/results/study_pneumonia_cpu10 DIR_COLD
 """
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,14 +72,34 @@ def arm_label(m: str, runs: list[dict]) -> str:
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
 
-def _paired_here(doc: dict, endpoint: str, against: str) -> dict:
+def _per_seed(doc: dict, endpoint: str) -> dict[str, dict[int, float | None]]:
+    """method -> seed -> the run's endpoint."""
+    per: dict[str, dict[int, float | None]] = {}
+    for r in doc["runs"]:
+        per.setdefault(r["method"], {})[r["seed"]] = doc["endpoints"][f"{r['method']}/seed{r['seed']}"][endpoint]
+    return per
+
+
+def control_seeds(doc: dict, control: tuple[str, dict], endpoint: str, against: str) -> dict[int, float | None]:
+    """`against`'s per-seed endpoints from the control study, after checking it ran the same case."""
+    name, other = control
+    for key in ("data", "budget"):
+        if doc["study"].get(key) != other["study"].get(key):
+            raise UserError(f"overview: --control={name} ran another {key} ({other['study'].get(key)!r} against "
+                            f"{doc['study'].get(key)!r}); pass the study of the same case and budget")
+    seeds = _per_seed(other, endpoint).get(against)
+    if not seeds:
+        raise UserError(f"overview: --control={name} has no {against} runs; pass a study that ran {against}")
+    return seeds
+
+
+def _paired_here(doc: dict, endpoint: str, against: str, control: tuple[str, dict] | None = None) -> dict:
     """method -> stats.paired_comparison(method, against) on the per-seed endpoints, holm_p None."""
     from boostmis_jax.study import stats
 
-    per: dict[str, dict[int, float | None]] = {}
-    for r in doc["runs"]:
-        value = doc["endpoints"][f"{r['method']}/seed{r['seed']}"][endpoint]
-        per.setdefault(r["method"], {})[r["seed"]] = value
+    per = _per_seed(doc, endpoint)
+    if against not in per and control is not None:
+        per[against] = control_seeds(doc, control, endpoint, against)
     if against not in per:
         return {}
     return {m: {**stats.paired_comparison(v, per[against]), "holm_p": None}
@@ -81,16 +107,16 @@ def _paired_here(doc: dict, endpoint: str, against: str) -> dict:
 
 
 def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
-             arms: Sequence[str] = ()) -> str:
+             arms: Sequence[str] = (), control: tuple[str, dict] | None = None) -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
-    given)."""
+    given); `against` from `control` (title, study.json) where a study did not run it."""
     lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |",
              "|---|---|---|---|---|---|---|"]
     for title, doc in studies:
         primary = doc["study"].get("primary", "aubc/balanced_accuracy")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
         if comp is None:
-            comp = _paired_here(doc, primary, against)
+            comp = _paired_here(doc, primary, against, control)
         order = [m for m in doc["study"].get("methods", list(agg)) if m in agg and (not arms or m in arms)]
         wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
         case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min)"
@@ -100,6 +126,14 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             s = agg[m][primary]
             lines.append(f"| {case} | {name} | {s['n']} | {_pm(s)} | {d} | {holm} | {wlt} |")
             case = ""
+        if control is not None and against not in agg and (not arms or against in arms):
+            seeds = set(doc["study"].get("seeds") or [r["seed"] for r in doc["runs"]])
+            values = [v for k, v in control_seeds(doc, control, primary, against).items()
+                      if k in seeds and v is not None]
+            s = {"mean": statistics.fmean(values) if values else None,
+                 "std": statistics.stdev(values) if len(values) > 1 else None}
+            name = f"{arm_label(against, control[1]['runs'])}, from {control[0]}"
+            lines.append(f"| {case} | {name} | {len(values)} | {_pm(s)} | - | - | - |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +145,12 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("studies", nargs="+", help="study workdirs or study.json files, each maybe TITLE=PATH")
     p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
     p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
+    p.add_argument("--control", default="", help="a study of the same case that ran the --against arm")
     a = p.parse_args(argv)
     try:
-        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m]), end="")
+        control = load(a.control) if a.control else None
+        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m], control),
+              end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
