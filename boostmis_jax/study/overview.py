@@ -9,6 +9,8 @@ Arguments are study workdirs (or their study.json); a case title is its folder n
 TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). The numbers are the ones each study.md
 prints; --against=ARM pairs with another arm than random_all, computed here from study.json's per-seed
 endpoints with the study's own statistics (no Holm p: that arm was not in the study's table).
+--picks adds what each arm asked the oracle for: its picks per class after the initial labels, summed over
+seeds (study.json's `annotated_per_class`), e.g. how many rare scans a radiologist would have seen.
 --control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
 (the cold-start arms pair with the core study's `random_all` without rerunning it); a study whose data or
 budget line differs from the control's is refused.
@@ -80,6 +82,14 @@ def _per_seed(doc: dict, endpoint: str) -> dict[str, dict[int, float | None]]:
     return per
 
 
+def picks(runs: list[dict], method: str) -> str:
+    """Picks per class after the initial labels, summed over the arm's runs ('-' when not recorded)."""
+    per = [r.get("annotated_per_class") for r in runs if r["method"] == method]
+    if not per or any(not isinstance(c, list) for c in per):
+        return "-"
+    return " / ".join(str(sum(c[k] for c in per)) for k in range(len(per[0])))
+
+
 def control_seeds(doc: dict, control: tuple[str, dict], endpoint: str, against: str) -> dict[int, float | None]:
     """`against`'s per-seed endpoints from the control study, after checking it ran the same case."""
     name, other = control
@@ -107,11 +117,14 @@ def _paired_here(doc: dict, endpoint: str, against: str, control: tuple[str, dic
 
 
 def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
-             arms: Sequence[str] = (), control: tuple[str, dict] | None = None) -> str:
+             arms: Sequence[str] = (), control: tuple[str, dict] | None = None,
+             with_picks: bool = False) -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
-    given); `against` from `control` (title, study.json) where a study did not run it."""
-    lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |",
-             "|---|---|---|---|---|---|---|"]
+    given); `against` from `control` (title, study.json) where a study did not run it; with_picks adds the
+    picks per class."""
+    lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |"
+             + (" picks per class |" if with_picks else ""), "|---|---|---|---|---|---|---|"
+             + ("---|" if with_picks else "")]
     for title, doc in studies:
         primary = doc["study"].get("primary", "aubc/balanced_accuracy")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
@@ -124,7 +137,8 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             name = arm_label(m, doc["runs"])
             d, holm, wlt = _delta(comp.get(m))
             s = agg[m][primary]
-            lines.append(f"| {case} | {name} | {s['n']} | {_pm(s)} | {d} | {holm} | {wlt} |")
+            extra = f" {picks(doc['runs'], m)} |" if with_picks else ""
+            lines.append(f"| {case} | {name} | {s['n']} | {_pm(s)} | {d} | {holm} | {wlt} |{extra}")
             case = ""
         if control is not None and against not in agg and (not arms or against in arms):
             seeds = set(doc["study"].get("seeds") or [r["seed"] for r in doc["runs"]])
@@ -133,7 +147,9 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             s = {"mean": statistics.fmean(values) if values else None,
                  "std": statistics.stdev(values) if len(values) > 1 else None}
             name = f"{arm_label(against, control[1]['runs'])}, from {control[0]}"
-            lines.append(f"| {case} | {name} | {len(values)} | {_pm(s)} | - | - | - |")
+            mine = [r for r in control[1]["runs"] if r["method"] == against and r["seed"] in seeds]
+            extra = f" {picks(mine, against)} |" if with_picks else ""
+            lines.append(f"| {case} | {name} | {len(values)} | {_pm(s)} | - | - | - |{extra}")
     return "\n".join(lines) + "\n"
 
 
@@ -146,11 +162,12 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
     p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
     p.add_argument("--control", default="", help="a study of the same case that ran the --against arm")
+    p.add_argument("--picks", action="store_true", help="add each arm's picks per class, summed over seeds")
     a = p.parse_args(argv)
     try:
         control = load(a.control) if a.control else None
-        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m], control),
-              end="")
+        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m], control,
+                       a.picks), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
