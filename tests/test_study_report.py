@@ -132,8 +132,8 @@ def test_overview_pairs_with_a_control_study_of_the_same_case(tmp_path, capsys):
     from boostmis_jax.study import overview
 
     runs = hand_runs()
-    for r in runs:                      # picks per class after the initial labels, as a run record keeps them
-        r["annotated_per_class"] = [r["seed"], 30 - r["seed"]] if r["method"] != "random_all" else [1, 29]
+    for r in runs:                      # the labeled set per class after the last cycle
+        r["curve"][-1]["labeled_per_class"] = [r["seed"], 40 - r["seed"]] if r["method"] != "random_all" else [1, 39]
     meta = {"methods": ["boostmis", "random_all", "fixmatch"], "primary": "aubc/balanced_accuracy",
             "data": "case A", "budget": "10 + 2 x 10"}
     core = report.study_document(meta, runs)
@@ -152,10 +152,10 @@ def test_overview_pairs_with_a_control_study_of_the_same_case(tmp_path, capsys):
     agg = core["aggregate"]["random_all"]["aubc/balanced_accuracy"]
     assert overview.main(["--picks", f"--control={tmp_path / 'core'}", str(tmp_path / "cold")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].endswith("| picks per class |")
-    assert next(ln for ln in table if "`boostmis`" in ln).endswith("| 10 / 140 |")          # seeds 0-4
-    assert next(ln for ln in table if "`fixmatch`" in ln).endswith("| 19 / 161 |")          # and seed 9
-    assert table[-1].endswith("| 5 / 145 |")                                                  # the control's
+    assert table[0].endswith("| labeled per class at the end |")
+    assert next(ln for ln in table if "`boostmis`" in ln).endswith("| 10 / 190 |")          # seeds 0-4
+    assert next(ln for ln in table if "`fixmatch`" in ln).endswith("| 19 / 221 |")          # and seed 9
+    assert table[-1].endswith("| 5 / 195 |")     # the control has 5 of the seeds this study finished
     assert table[-1].startswith("|  | random over all rows (passive) (`random_all`), from core |") and f"{agg['mean']:.3f} ± {agg['std']:.3f}" in table[-1]
     other = {**core, "study": {**core["study"], "budget": "20 + 2 x 10"}}
     (tmp_path / "core" / "study.json").write_text(json.dumps(other))

@@ -9,8 +9,8 @@ Arguments are study workdirs (or their study.json); a case title is its folder n
 TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). The numbers are the ones each study.md
 prints; --against=ARM pairs with another arm than random_all, computed here from study.json's per-seed
 endpoints with the study's own statistics (no Holm p: that arm was not in the study's table).
---picks adds what each arm asked the oracle for: its picks per class after the initial labels, summed over
-seeds (study.json's `annotated_per_class`), e.g. how many rare scans a radiologist would have seen.
+--picks adds each arm's labeled set per class at the end of its curve (the initial labels included, so a
+cold-start arm's first picks count too), summed over seeds: e.g. how many rare scans reached the labeled set.
 --control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
 (the cold-start arms pair with the core study's `random_all` without rerunning it); a study whose data or
 budget line differs from the control's is refused.
@@ -83,8 +83,8 @@ def _per_seed(doc: dict, endpoint: str) -> dict[str, dict[int, float | None]]:
 
 
 def picks(runs: list[dict], method: str) -> str:
-    """Picks per class after the initial labels, summed over the arm's runs ('-' when not recorded)."""
-    per = [r.get("annotated_per_class") for r in runs if r["method"] == method]
+    """The labeled set per class at the end of the curve, summed over the arm's runs ('-' if not recorded)."""
+    per = [(r.get("curve") or [{}])[-1].get("labeled_per_class") for r in runs if r["method"] == method]
     if not per or any(not isinstance(c, list) for c in per):
         return "-"
     return " / ".join(str(sum(c[k] for c in per)) for k in range(len(per[0])))
@@ -121,9 +121,9 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
              with_picks: bool = False) -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
     given); `against` from `control` (title, study.json) where a study did not run it; with_picks adds the
-    picks per class."""
+    labeled set per class at the end of the curve."""
     lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |"
-             + (" picks per class |" if with_picks else ""), "|---|---|---|---|---|---|---|"
+             + (" labeled per class at the end |" if with_picks else ""), "|---|---|---|---|---|---|---|"
              + ("---|" if with_picks else "")]
     for title, doc in studies:
         primary = doc["study"].get("primary", "aubc/balanced_accuracy")
@@ -141,7 +141,7 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             lines.append(f"| {case} | {name} | {s['n']} | {_pm(s)} | {d} | {holm} | {wlt} |{extra}")
             case = ""
         if control is not None and against not in agg and (not arms or against in arms):
-            seeds = set(doc["study"].get("seeds") or [r["seed"] for r in doc["runs"]])
+            seeds = {r["seed"] for r in doc["runs"]}          # the seeds this study has finished
             values = [v for k, v in control_seeds(doc, control, primary, against).items()
                       if k in seeds and v is not None]
             s = {"mean": statistics.fmean(values) if values else None,
@@ -162,7 +162,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
     p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
     p.add_argument("--control", default="", help="a study of the same case that ran the --against arm")
-    p.add_argument("--picks", action="store_true", help="add each arm's picks per class, summed over seeds")
+    p.add_argument("--picks", action="store_true", help="add each arm's labeled set per class at the end of "
+                   "the curve, summed over seeds")
     a = p.parse_args(argv)
     try:
         control = load(a.control) if a.control else None
