@@ -123,6 +123,12 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     d = np.mean([ends[f"boostmis/seed{s}"]["aubc/balanced_accuracy"]
                  - ends[f"fixmatch/seed{s}"]["aubc/balanced_accuracy"] for s in range(5)])
     assert f"| {d:+.3f} [" in row and row.endswith("| - | 5/0/0 |")
+    assert overview.main(["--endpoint=final/balanced_accuracy", str(tmp_path / "case")]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "`boostmis`" in ln)
+    c = doc["comparisons"]["final/balanced_accuracy"]["random_all"]["boostmis"]
+    assert "(`final/balanced_accuracy`," in row and f"| {c['delta']:+.3f} [{c['ci95'][0]:+.3f}," in row
+    assert overview.main(["--endpoint=final/nope", str(tmp_path / "case")]) == 2
+    assert "has no endpoint 'final/nope'" in capsys.readouterr().err
     assert overview.main([str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
 

@@ -9,6 +9,8 @@ Arguments are study workdirs (or their study.json); a case title is its folder n
 TITLE=PATH; --arms=a,b keeps those arms (in the studies' order). The numbers are the ones each study.md
 prints; --against=ARM pairs with another arm than random_all, computed here from study.json's per-seed
 endpoints with the study's own statistics (no Holm p: that arm was not in the study's table).
+--endpoint=KEY reads another endpoint than the study's primary (e.g. final/balanced_accuracy,
+official/balanced_accuracy); its Holm p is the study's own for that endpoint's table.
 --picks adds each arm's labeled set per class at the end of its curve (the initial labels included, so a
 cold-start arm's first picks count too), summed over seeds: e.g. how many rare scans reached the labeled set.
 --control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
@@ -118,15 +120,18 @@ def _paired_here(doc: dict, endpoint: str, against: str, control: tuple[str, dic
 
 def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
              arms: Sequence[str] = (), control: tuple[str, dict] | None = None,
-             with_picks: bool = False) -> str:
+             with_picks: bool = False, endpoint: str = "") -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
     given); `against` from `control` (title, study.json) where a study did not run it; with_picks adds the
-    labeled set per class at the end of the curve."""
+    labeled set per class at the end of the curve; `endpoint` replaces each study's primary."""
     lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |"
              + (" labeled per class at the end |" if with_picks else ""), "|---|---|---|---|---|---|---|"
              + ("---|" if with_picks else "")]
     for title, doc in studies:
-        primary = doc["study"].get("primary", "aubc/balanced_accuracy")
+        primary = endpoint or doc["study"].get("primary", "aubc/balanced_accuracy")
+        if any(primary not in agg_m for agg_m in doc["aggregate"].values()):
+            keys = sorted(next(iter(doc["aggregate"].values()), {}))
+            raise UserError(f"overview: {title} has no endpoint {primary!r}; pass --endpoint= one of {keys}")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
         if comp is None:
             comp = _paired_here(doc, primary, against, control)
@@ -162,13 +167,14 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--arms", default="", help="comma-joined arms to keep (default: every arm)")
     p.add_argument("--against", default=PASSIVE_METHOD, help="the arm each row is paired with")
     p.add_argument("--control", default="", help="a study of the same case that ran the --against arm")
+    p.add_argument("--endpoint", default="", help="an endpoint key instead of each study's primary")
     p.add_argument("--picks", action="store_true", help="add each arm's labeled set per class at the end of "
                    "the curve, summed over seeds")
     a = p.parse_args(argv)
     try:
         control = load(a.control) if a.control else None
         print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m], control,
-                       a.picks), end="")
+                       a.picks, a.endpoint), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
