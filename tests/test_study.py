@@ -2,7 +2,9 @@
 breast-cancer features) writes the comparison keys, its statistics agree with scipy on the numbers in
 study.json, it skips and resumes, and two worker processes give the records one process gives."""
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,6 +62,11 @@ def test_micro_study_writes_the_comparison_keys_and_agrees_with_scipy(micro):
     assert c["ci95"][0] <= d.mean() <= c["ci95"][1]
     md = (workdir / "study.md").read_text()
     assert "| `supervised` | `boostmis` | 4 |" in md and "## Budget curves" in md
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    if head.returncode == 0:                     # the study names the commit that made its numbers
+        assert doc["study"]["code"].startswith(f"git {head.stdout.strip()}")
+        assert f"- Code: git {head.stdout.strip()}" in md
     for png in ("learning_curves.png", "confusion_matrices.png"):
         assert (workdir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

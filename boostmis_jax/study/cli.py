@@ -31,6 +31,26 @@ def machine() -> str:
             f"{jax.default_backend()} device(s) ({devs[0].device_kind}), jax {jax.__version__}")
 
 
+def code_version() -> str:
+    """The git commit the package was imported from, '+ local changes' when its code or configs differ from
+    it: a study's numbers are only reproducible with the code that made them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        if Path(top).resolve() != root:     # an installed copy inside some other repository
+            return "unknown (not a git checkout)"
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "boostmis_jax",
+                                "configs"], capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"git {head}" + (" + local changes in boostmis_jax/ or configs/" if dirty.strip() else "")
+
+
 def fix_protocol(workdir: Path, primary: str) -> None:
     """The primary endpoint is fixed when a study workdir is first used; a rerun with another is refused."""
     from boostmis_jax.fsutil import atomic_write_text
@@ -92,7 +112,7 @@ def run_study(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, *, com
     workers = execute.worker_count(cfg.study.get("workers", "auto"), max(1, todo), backend, free_gib, cores)
     meta = {"config": config_name, "preset": str(cfg.study.preset), "command": command, "primary": primary,
             "methods": methods, "seeds": seeds, "reference": str(cfg.study.reference),
-            "machine": machine(),
+            "machine": machine(), "code": code_version(),
             "workers": f"{workers} concurrent run(s) ({backend}"
                        + (f", {free_gib:.0f} GiB free at start" if free_gib else "") + ")",
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
