@@ -123,8 +123,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.al.cycles = 0                       # acquisition rounds after the first stage (0 = SSL only)
     c.al.steps_per_cycle = 0              # steps after each acquisition (0 = train.steps)
     c.al.budget = 10                      # K: samples per selector per cycle
-    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random entropy margin
-    #                                       least_confidence coreset typiclust probcover badge;
+    c.al.selectors = "aus+bus"            # '+'-joined registry names: aus bus random balanced_random
+    #                                       entropy margin least_confidence coreset typiclust probcover badge;
     #                                       stages joined by '>' (typiclust>aus+bus, see al.switch_per_class)
     c.al.oracle = "simulated"             # simulated | files
     c.al.initial = "random"               # data.num_labels=0: first round's picks, no label used: random |

@@ -230,6 +230,29 @@ def test_random_over_all_rows_is_the_passive_control():
     assert mean_pairwise_cosine(np.eye(3)) == pytest.approx(0.0)
 
 
+def test_balanced_random_fills_class_quotas_at_random():
+    """Random picks under class quotas: half per predicted class from a 90/10 pool (plain `random` takes
+    the majority), a different draw per key and from `random`'s, exactly the budget in distinct rows."""
+    n = 200
+    x = np.zeros((n, 4), np.float32)
+    x[:, 0] = np.where(np.arange(n) < 180, 2.0, -2.0)      # predicted class 0 for rows 0-179, 1 for the rest
+    x[:, 2:] = np.random.default_rng(0).normal(size=(n, 2))
+    labeled = np.zeros(n, bool)
+    args = (jnp.float32(1.0), jnp.asarray(x), ~labeled, labeled)
+    picks = {}
+    for name in ("balanced_random", "random"):
+        for seed in (0, 1):
+            qs = acquire_round(scorer(direct_apply, name, budget=10, balance="predicted"), *args,
+                               jax.random.key(seed), num_classes=2)[0]
+            picks[name, seed] = sorted(q.index for q in qs)
+    for seed in (0, 1):
+        b = np.array(picks["balanced_random", seed])
+        assert len(set(b)) == 10 and (b >= 180).sum() == 5    # 5 of the 20 minority rows, 5 of the 180
+        assert (np.array(picks["random", seed]) >= 180).sum() < 5
+    assert picks["balanced_random", 0] != picks["balanced_random", 1]
+    assert picks["balanced_random", 0] != picks["random", 0]
+
+
 # ---------------------------------------------------------------- the CLI: every new selector, 1 vs 4 devices
 STAGED = ["--config.data.num_labels=20", "--config.al.selectors=typiclust>aus+bus+badge+probcover",
           "--config.al.batch=cluster", "--config.al.switch_per_class=3"]

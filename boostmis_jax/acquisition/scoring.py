@@ -42,8 +42,9 @@ from boostmis_jax.errors import UserError
 
 KNOWN_NEEDS = frozenset({"vat", "density", "coreset"})
 # fold_in streams of the acquisition key: VAT noise 0, `random` 1, selectors' k-means 2, al.batch=cluster 3,
-# al.batch=stochastic 4 (+ selector position), badge 5
+# al.batch=stochastic 4 (+ selector position), badge 5, `balanced_random` 6
 RANDOM_STREAM, KMEANS_STREAM, CLUSTER_STREAM, STOCHASTIC_STREAM, BADGE_STREAM = 1, 2, 3, 4, 5
+BALANCED_RANDOM_STREAM = 6
 # top of the VAT radius grid (al.vat_eps unset): [0,1] images vs standardized features; the old fixed radii
 EPS_IMAGES, EPS_FEATURES = 2.0, 1.0
 CANDIDATES = ("low_confidence", "all")
@@ -164,6 +165,15 @@ def _bus(ctx: PoolContext) -> jax.Array:
 @register_selector("random")
 def _random(ctx: PoolContext) -> jax.Array:
     stream = jax.random.fold_in(ctx.key, RANDOM_STREAM)
+    return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(stream, r)))(ctx.rows)
+
+
+@register_selector("balanced_random", balanced=True)
+def _balanced_random(ctx: PoolContext) -> jax.Array:
+    """Random picks under BUS's class quotas (al.balance): class-balanced random sampling, the strong
+    baseline of imbalanced AL (Aggarwal et al., WACV 2020; Bengar et al., WACV 2022); its own stream, so it never
+    repeats `random`'s draw."""
+    stream = jax.random.fold_in(ctx.key, BALANCED_RANDOM_STREAM)
     return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(stream, r)))(ctx.rows)
 
 

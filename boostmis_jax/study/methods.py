@@ -10,7 +10,8 @@ threshold and in how a round's rows are picked:
   unlabeled rows (al.candidates=all): the method trained at each budget of the curve, on nested random label
   sets drawn without looking at labels;
 - `random_all` is the passive control (BoostMIS threshold, random over all rows); `random_pool` picks at
-  random in the low-confidence pool the paper's selectors draw from;
+  random in the low-confidence pool the paper's selectors draw from; `balanced_pool` picks at random in that
+  pool under BUS's per-class quotas by estimated class (class-balanced random sampling);
 - `boostmis` is the paper-faithful arm (AUS + BUS in the low-confidence pool), always kept;
 - `recommended` takes its selector string from RECOMMENDED_SELECTORS (one line, below): AUS+BUS with BUS's
   quotas by ESTIMATED true class (al.balance=estimated, the run default), the one change to the paper's arm;
@@ -86,6 +87,9 @@ METHODS: dict[str, Method] = {
                                "low_confidence", (("al.batch", "cluster"),)),
     "random_all": Method("random over all rows (passive)", "boostmis", "random", "all"),
     "random_pool": Method("random in the low-confidence pool", "boostmis", "random", "low_confidence"),
+    # random in the pool under BUS's estimated-class quotas: random_pool's spread with the paper's balancing
+    "balanced_pool": Method("class-balanced random in the pool (estimated-class quotas)", "boostmis",
+                            "balanced_random", "low_confidence"),
     "aus_only": Method("AUS only", "boostmis", "aus", "low_confidence"),
     "bus_only": Method("BUS only", "boostmis", "bus", "low_confidence"),
     "entropy_al": Method("entropy picks", "boostmis", "entropy", "low_confidence"),

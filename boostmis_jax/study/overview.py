@@ -63,6 +63,8 @@ def arm_label(m: str, runs: list[dict]) -> str:
     cfg = next((r.get("config") for r in runs if r["method"] == m and r.get("config")), None)
     if not cfg or not cfg.get("al"):
         return f"{METHODS[m].title} (`{m}`)" if m in METHODS else f"`{m}`"
+    from boostmis_jax.acquisition.scoring import is_balanced, parse_selectors
+
     al, how = cfg["al"], []
     if int(cfg.get("data", {}).get("num_labels", 1)) == 0:
         init = " + SimCLR init" if cfg.get("selfsup", {}).get("init") else ""
@@ -71,7 +73,7 @@ def arm_label(m: str, runs: list[dict]) -> str:
     how.append(f"{al.get('selectors')} in {pool}")
     if al.get("batch", "topk") != "topk":
         how.append(f"{al['batch']} batches")
-    if "bus" in str(al.get("selectors")):
+    if any(is_balanced(s) for s in parse_selectors(str(al.get("selectors")))):
         how.append(f"{al.get('balance', 'predicted')}-class quotas")
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
