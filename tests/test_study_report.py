@@ -167,3 +167,31 @@ def test_overview_pairs_with_a_control_study_of_the_same_case(tmp_path, capsys):
     (tmp_path / "core" / "study.json").write_text(json.dumps(other))
     assert overview.main([f"--control={tmp_path / 'core'}", str(tmp_path / "cold")]) == 2
     assert "ran another budget" in capsys.readouterr().err
+
+
+def test_overview_pools_a_replication_on_fresh_seeds(tmp_path, capsys):
+    """Seeds 0-4 and a replication on seeds 5-9 of the same case: one table over all ten, paired per seed."""
+    from boostmis_jax.study import overview
+
+    meta = {"config": "c.py", "methods": ["boostmis", "random_all"], "primary": "aubc/balanced_accuracy",
+            "data": "cut of seed 0", "budget": "10 + 2 x 10"}
+    first = [r for r in hand_runs() if r["method"] != "fixmatch"]
+    second = [{**r, "seed": r["seed"] + 5} for r in first]
+    for r in second:
+        r["curve"] = [{**pt, "test": {**pt["test"], "balanced_accuracy": pt["test"]["balanced_accuracy"] - 0.01}}
+                      for pt in r["curve"]]
+    for name, runs, data in (("a", first, "cut of seed 0"), ("b", second, "cut of seed 5")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(report.study_document({**meta, "data": data}, runs)))
+    assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "`boostmis`" in ln)
+    e = {(r["method"], r["seed"]): report.endpoints(r)["aubc/balanced_accuracy"] for r in first + second}
+    d = [e["boostmis", s] - e["random_all", s] for s in range(10)]
+    assert "(pooled)" in row and "| 10 | " in row and f"| {np.mean(d):+.3f} [" in row and "| - |" in row
+    assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "a")]) == 2        # seeds overlap
+    assert "is in two studies" in capsys.readouterr().err
+    other = json.loads((tmp_path / "b" / "study.json").read_text())
+    other["study"]["budget"] = "20 + 2 x 10"
+    (tmp_path / "b" / "study.json").write_text(json.dumps(other))
+    assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+    assert "ran another budget" in capsys.readouterr().err

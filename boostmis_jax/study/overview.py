@@ -16,6 +16,8 @@ cold-start arm's first picks count too), summed over seeds: e.g. how many rare s
 --control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
 (the cold-start arms pair with the core study's `random_all` without rerunning it); a study whose data or
 budget line differs from the control's is refused.
+--pool merges studies of one config and budget on disjoint seeds (a replication beside the original) into one
+case, paired per seed afresh and without Holm (a pooled table is secondary to each study's own).
 
     python -m boostmis_jax.study.overview --control=docs/results/study_pneumonia_cpu10 DIR_COLD
 """
@@ -160,6 +162,31 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
     return "\n".join(lines) + "\n"
 
 
+def pooled(studies: Sequence[tuple[str, dict]]) -> tuple[str, dict]:
+    """One case from several studies of the same config and budget on disjoint seeds (a replication beside
+    the original, say): runs and endpoints merged, aggregates recomputed, pairs formed per seed afresh
+    (no Holm: a pooled table is secondary). The data line may differ only in its seed-dependent cut."""
+    from boostmis_jax.study import report
+
+    (title, first), seen, runs, ends, methods = studies[0], set(), [], {}, []
+    for name, doc in studies:
+        for key in ("config", "budget", "primary"):
+            if doc["study"].get(key) != first["study"].get(key):
+                raise UserError(f"overview --pool: {name} ran another {key} ({doc['study'].get(key)!r} against "
+                                f"{first['study'].get(key)!r}); pool only studies of one case and budget")
+        for r in doc["runs"]:
+            if (r["method"], r["seed"]) in seen:
+                raise UserError(f"overview --pool: {r['method']} seed {r['seed']} is in two studies; pool "
+                                f"studies on disjoint seeds")
+            seen.add((r["method"], r["seed"]))
+            runs.append(r)
+        ends.update(doc["endpoints"])
+        methods += [m for m in doc["study"].get("methods", []) if m not in methods]
+    doc = {"study": {**first["study"], "methods": methods}, "runs": runs, "endpoints": ends,
+           "aggregate": report.aggregate(runs), "comparisons": {}}
+    return " + ".join(t for t, _ in studies) + " (pooled)", doc
+
+
 def main(argv: Sequence[str]) -> int:
     import argparse
 
@@ -172,10 +199,13 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--endpoint", default="", help="an endpoint key instead of each study's primary")
     p.add_argument("--picks", action="store_true", help="add each arm's labeled set per class at the end of "
                    "the curve, summed over seeds")
+    p.add_argument("--pool", action="store_true", help="pool the studies (same case and budget, disjoint "
+                   "seeds) into one case, paired per seed, without Holm")
     a = p.parse_args(argv)
     try:
         control = load(a.control) if a.control else None
-        print(overview([load(s) for s in a.studies], a.against, [m for m in a.arms.split(",") if m], control,
+        studies = [load(s) for s in a.studies]
+        print(overview([pooled(studies)] if a.pool else studies, a.against, [m for m in a.arms.split(",") if m], control,
                        a.picks, a.endpoint), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
