@@ -162,19 +162,23 @@ def _bus(ctx: PoolContext) -> jax.Array:
     return ctx.entropy * ctx.density
 
 
+def _uniform_per_row(ctx: PoolContext, stream: int) -> jax.Array:
+    """U(0, 1) per row from (acquisition key, stream, global row index): independent of chunking/sharding."""
+    key = jax.random.fold_in(ctx.key, stream)
+    return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(key, r)))(ctx.rows)
+
+
 @register_selector("random")
 def _random(ctx: PoolContext) -> jax.Array:
-    stream = jax.random.fold_in(ctx.key, RANDOM_STREAM)
-    return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(stream, r)))(ctx.rows)
+    return _uniform_per_row(ctx, RANDOM_STREAM)
 
 
 @register_selector("balanced_random", balanced=True)
 def _balanced_random(ctx: PoolContext) -> jax.Array:
     """Random picks under BUS's class quotas (al.balance): class-balanced random sampling, the strong
-    baseline of imbalanced AL (Aggarwal et al., WACV 2020; Bengar et al., WACV 2022); its own stream, so it never
-    repeats `random`'s draw."""
-    stream = jax.random.fold_in(ctx.key, BALANCED_RANDOM_STREAM)
-    return jax.vmap(lambda r: jax.random.uniform(jax.random.fold_in(stream, r)))(ctx.rows)
+    baseline of imbalanced AL (Aggarwal et al., WACV 2020; Bengar et al., WACV 2022); its own stream, so
+    it never repeats `random`'s draw."""
+    return _uniform_per_row(ctx, BALANCED_RANDOM_STREAM)
 
 
 @register_selector("entropy")
