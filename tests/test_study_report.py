@@ -174,15 +174,17 @@ def test_overview_pools_a_replication_on_fresh_seeds(tmp_path, capsys):
     from boostmis_jax.study import overview
 
     meta = {"config": "c.py", "methods": ["boostmis", "random_all"], "primary": "aubc/balanced_accuracy",
-            "data": "cut of seed 0", "budget": "10 + 2 x 10"}
+            "budget": "10 + 2 x 10"}
+    data = "pneumo_minority0.1_cut{s} (image): train 3300, per class [330, 2970] (cut of seed {s}; one cut per seed)"
     first = [r for r in hand_runs() if r["method"] != "fixmatch"]
     second = [{**r, "seed": r["seed"] + 5} for r in first]
     for r in second:
         r["curve"] = [{**pt, "test": {**pt["test"], "balanced_accuracy": pt["test"]["balanced_accuracy"] - 0.01}}
                       for pt in r["curve"]]
-    for name, runs, data in (("a", first, "cut of seed 0"), ("b", second, "cut of seed 5")):
+    for name, runs, seed in (("a", first, 0), ("b", second, 5)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "study.json").write_text(json.dumps(report.study_document({**meta, "data": data}, runs)))
+        doc = report.study_document({**meta, "data": data.format(s=seed)}, runs)
+        (tmp_path / name / "study.json").write_text(json.dumps(doc))
     assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
     row = next(ln for ln in capsys.readouterr().out.splitlines() if "`boostmis`" in ln)
     e = {(r["method"], r["seed"]): report.endpoints(r)["aubc/balanced_accuracy"] for r in first + second}
@@ -190,8 +192,21 @@ def test_overview_pools_a_replication_on_fresh_seeds(tmp_path, capsys):
     assert "(pooled)" in row and "| 10 | " in row and f"| {np.mean(d):+.3f} [" in row and "| - |" in row
     assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "a")]) == 2        # seeds overlap
     assert "is in two studies" in capsys.readouterr().err
-    other = json.loads((tmp_path / "b" / "study.json").read_text())
-    other["study"]["budget"] = "20 + 2 x 10"
-    (tmp_path / "b" / "study.json").write_text(json.dumps(other))
-    assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
-    assert "ran another budget" in capsys.readouterr().err
+    good = json.loads((tmp_path / "b" / "study.json").read_text())
+    for key, value in (("budget", "20 + 2 x 10"),                               # another budget
+                       ("data", data.format(s=5).replace("0.1_cut", "0.02_cut"))):  # another cut share
+        (tmp_path / "b" / "study.json").write_text(json.dumps({**good, "study": {**good["study"], key: value}}))
+        assert overview.main(["--pool", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+        assert f"ran another {key}" in capsys.readouterr().err
+
+
+def test_arm_label_reads_quotas_from_the_registry_and_survives_a_retired_selector():
+    from boostmis_jax.study.overview import arm_label
+
+    def run(selectors):
+        return [{"method": "m", "config": {"al": {"selectors": selectors, "candidates": "low_confidence",
+                                                  "balance": "estimated"}, "ssl": {"threshold": "boostmis"}}}]
+
+    assert "estimated-class quotas" in arm_label("m", run("balanced_random"))   # balanced, no "bus" in its name
+    assert "quotas" not in arm_label("m", run("random"))
+    assert arm_label("m", run("retired_selector")) == "`m`: retired_selector in the pool; threshold boostmis"

@@ -24,6 +24,7 @@ case, paired per seed afresh and without Holm (a pooled table is secondary to ea
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from collections.abc import Sequence
@@ -75,7 +76,11 @@ def arm_label(m: str, runs: list[dict]) -> str:
     how.append(f"{al.get('selectors')} in {pool}")
     if al.get("batch", "topk") != "topk":
         how.append(f"{al['batch']} batches")
-    if any(is_balanced(s) for s in parse_selectors(str(al.get("selectors")))):
+    try:
+        quotas = any(is_balanced(s) for s in parse_selectors(str(al.get("selectors"))))
+    except UserError:       # a selector since renamed or removed: label what ran, without its quotas
+        quotas = False
+    if quotas:
         how.append(f"{al.get('balance', 'predicted')}-class quotas")
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
@@ -165,15 +170,22 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
 def pooled(studies: Sequence[tuple[str, dict]]) -> tuple[str, dict]:
     """One case from several studies of the same config and budget on disjoint seeds (a replication beside
     the original, say): runs and endpoints merged, aggregates recomputed, pairs formed per seed afresh
-    (no Holm: a pooled table is secondary). The data line may differ only in its seed-dependent cut."""
+    (no Holm: a pooled table is secondary). The data lines may differ only in the seed of their cut."""
     from boostmis_jax.study import report
 
-    (title, first), seen, runs, ends, methods = studies[0], set(), [], {}, []
+    def case(meta: dict) -> dict:
+        """What must match: the data line with its seed-dependent cut blanked, config, budget, primary."""
+        data = re.sub(r"_cut\d+\b", "_cut*", str(meta.get("data", "")))
+        return {"config": meta.get("config"), "data": re.sub(r"cut of seed \d+", "cut of seed *", data),
+                "budget": meta.get("budget"), "primary": meta.get("primary")}
+
+    first = case(studies[0][1]["study"])
+    seen, runs, ends, methods = set(), [], {}, []
     for name, doc in studies:
-        for key in ("config", "budget", "primary"):
-            if doc["study"].get(key) != first["study"].get(key):
-                raise UserError(f"overview --pool: {name} ran another {key} ({doc['study'].get(key)!r} against "
-                                f"{first['study'].get(key)!r}); pool only studies of one case and budget")
+        for key, value in case(doc["study"]).items():
+            if value != first[key]:
+                raise UserError(f"overview --pool: {name} ran another {key} ({value!r} against {first[key]!r}); "
+                                f"pool only studies of one case and budget")
         for r in doc["runs"]:
             if (r["method"], r["seed"]) in seen:
                 raise UserError(f"overview --pool: {r['method']} seed {r['seed']} is in two studies; pool "
@@ -182,7 +194,7 @@ def pooled(studies: Sequence[tuple[str, dict]]) -> tuple[str, dict]:
             runs.append(r)
         ends.update(doc["endpoints"])
         methods += [m for m in doc["study"].get("methods", []) if m not in methods]
-    doc = {"study": {**first["study"], "methods": methods}, "runs": runs, "endpoints": ends,
+    doc = {"study": {**studies[0][1]["study"], "methods": methods}, "runs": runs, "endpoints": ends,
            "aggregate": report.aggregate(runs), "comparisons": {}}
     return " + ".join(t for t, _ in studies) + " (pooled)", doc
 
@@ -205,8 +217,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         control = load(a.control) if a.control else None
         studies = [load(s) for s in a.studies]
-        print(overview([pooled(studies)] if a.pool else studies, a.against, [m for m in a.arms.split(",") if m], control,
-                       a.picks, a.endpoint), end="")
+        arms = [m for m in a.arms.split(",") if m]
+        print(overview([pooled(studies)] if a.pool else studies, a.against, arms, control, a.picks, a.endpoint),
+              end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -172,8 +172,8 @@ def render_markdown(meta: dict, runs: list[dict], reference: str = "") -> str:
     lines = [f"# Study `{meta.get('config', '')}`, preset `{meta.get('preset', '')}`", ""]
     if meta.get("command"):
         lines += [f"Command: `{meta['command']}`", ""]
-    for key, label in (("machine", "Machine"), ("code", "Code"), ("date", "Date"), ("data", "Data"), ("budget", "Budget"),
-                       ("workers", "Workers")):
+    for key, label in (("machine", "Machine"), ("code", "Code"), ("date", "Date"), ("data", "Data"),
+                       ("budget", "Budget"), ("workers", "Workers")):
         if meta.get(key):
             lines.append(f"- {label}: {meta[key]}")
     planned = meta.get("planned_runs")
