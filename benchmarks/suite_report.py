@@ -1,13 +1,13 @@
 """The GPU suite's short table, from its bench.jsonl (one JSON line per measurement, tagged by stage).
 
     python benchmarks/suite_report.py OUT/bench.jsonl        # prints the table (the suite writes summary.txt)
+    python benchmarks/suite_report.py A.jsonl B.jsonl        # several files, in order
 
 Only what the lines hold is printed; a stage that was cut or failed shows its rc and seconds.
 """
 from __future__ import annotations
 
 import json
-import sys
 
 
 def _f(v, nd: int = 1) -> str:
@@ -34,6 +34,11 @@ def report(lines: list[dict]) -> str:
                 add(f"  kernels {r['dtype']} [{ln['line'][:30]}] {ln['total_ms']:.3f} ms/step: {top}")
             if "error" in kp:
                 add(f"  kernels: {kp['error'][:200]}")
+        elif r.get("peer"):
+            add(f"peer {r['peer']} {r['model']} {r['dtype']} on {r['device']}: {_f(r.get('img_per_s'))} img/s "
+                f"end to end (compute only {_f(r.get('compute_img_per_s'))}), CPU s/step "
+                f"{(r.get('cpu_s_per_step') or {}).get('e2e', '-')}, torch {r.get('torch')}"
+                + (f", e2e error {r['e2e_error'][:120]}" if r.get("e2e_error") else ""))
         elif "variant" in r:
             if "error" in r:
                 add(f"variant {r['variant']}: error {r['error'][:160]}")
@@ -70,12 +75,17 @@ def report(lines: list[dict]) -> str:
 
 
 def main() -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="+", help="JSONL files (bench.jsonl, or kept lines under docs/results/bench)")
     rows = []
-    for line in open(sys.argv[1], encoding="utf-8"):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    for path in p.parse_args().files:
+        for line in open(path, encoding="utf-8"):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
     print(report(rows))
 
 

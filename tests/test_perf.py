@@ -159,3 +159,23 @@ def test_bf16_knn_sharded_over_devices_equals_single_device_fp32():
         got = knn_density(e, v, k=7, block=64, kind=kind, precision="bfloat16")
         assert len(got.sharding.device_set) == mesh.devices.size
         np.testing.assert_allclose(np.asarray(got), ref, atol=2e-6)
+
+
+def test_suite_report_prints_the_kept_cpu_side_by_side_from_its_json(capsys, monkeypatch):
+    """docs/performance.md's CPU table is printed from the kept JSON lines, ours and the peer's."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("suite_report", root / "benchmarks" / "suite_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    bench = root / "docs" / "results" / "bench"
+    monkeypatch.setattr(sys, "argv", ["suite_report.py", str(bench / "train_step_wrn_sidebyside_quiet.jsonl"),
+                                      str(bench / "peer_cpu_quiet.jsonl")])
+    mod.main()
+    out = capsys.readouterr().out.splitlines()
+    assert sum(ln.startswith("step wrn28_2 float32: ssl ") for ln in out) == 3
+    peer = [ln for ln in out if ln.startswith("peer usb_fixmatch wrn28_2 float32 on cpu x1 (2 threads): ")]
+    assert len(peer) == 3 and all("img/s end to end (compute only " in ln for ln in peer)

@@ -37,18 +37,19 @@ def code_version() -> str:
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout
+
     try:
-        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
+        top, head = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
         if Path(top).resolve() != root:     # an installed copy inside some other repository
             return "unknown (not a git checkout)"
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "boostmis_jax",
-                                "configs"], capture_output=True, text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
+        dirty = git("status", "--porcelain", "--", "boostmis_jax", "configs").strip()
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown (not a git checkout)"
-    return f"git {head}" + (" + local changes in boostmis_jax/ or configs/" if dirty.strip() else "")
+    return f"git {head}" + (" + local changes in boostmis_jax/ or configs/" if dirty else "")
 
 
 def fix_protocol(workdir: Path, primary: str) -> None:
