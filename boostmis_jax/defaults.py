@@ -74,6 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.nesterov = True
     c.train.weight_decay = 5e-4
     c.train.warmup_steps = 0
+    c.train.labeled_sampling = "uniform"  # labeled batches: uniform over the labeled rows | class_balanced
+    #                                       (each class equally often: rare picked classes count in training)
     c.train.ema_decay = 0.999
     c.train.log_every = 50
     c.train.eval_every = 100
@@ -169,6 +171,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     """Check every value a run depends on; raise UserError naming the key, the value and the fix."""
     from boostmis_jax.acquisition import BALANCES, BATCHES, CANDIDATES, DENSITIES, parse_selectors
     from boostmis_jax.oracle import ORACLES
+    from boostmis_jax.sampling import LABELED_SAMPLINGS
     from boostmis_jax.thresholds import get_threshold
 
     def need(ok: bool, key: str, what: str) -> None:
@@ -205,6 +208,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     need(number("train.weight_decay") >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= number("train.momentum") < 1, "train.momentum", "must be in [0, 1)")
     need(0 <= number("train.ema_decay") < 1, "train.ema_decay", "must be in [0, 1)")
+    need(cfg.train.labeled_sampling in LABELED_SAMPLINGS, "train.labeled_sampling",
+         f"choose one of {list(LABELED_SAMPLINGS)}")
     need(str(cfg.model.dtype) in DTYPES, "model.dtype", f"choose one of {list(DTYPES)}")
     get_threshold(cfg.ssl.threshold)
     need(int(number("ssl.uratio")) >= 1 or cfg.ssl.threshold == "none", "ssl.uratio", "must be >= 1")

@@ -34,7 +34,7 @@ from boostmis_jax.evaluate import (
     threshold_metrics,
 )
 from boostmis_jax.models import build_model
-from boostmis_jax.sampling import rows_for_step
+from boostmis_jax.sampling import balanced_rows_for_step, rows_for_step
 from boostmis_jax.state import (
     Cycles,
     ema_variables,
@@ -344,8 +344,13 @@ def batch_maker(r: Run, book: Book):
     start = r.cycles.start_step(cycle)
     use_u = uses_unlabeled(r.cfg.ssl)
 
+    balanced = r.cfg.train.labeled_sampling == "class_balanced"
+
     def make_batch(s: int) -> dict:
-        il = rows_for_step(labeled, B, s - start, seed=seed, cycle=cycle, stream=0)
+        if balanced:
+            il = balanced_rows_for_step(labeled, labels, B, s - start, seed=seed, cycle=cycle, stream=0)
+        else:
+            il = rows_for_step(labeled, B, s - start, seed=seed, cycle=cycle, stream=0)
         b = {"xl": ds.train_x[il], "yl": labels[il]}
         if use_u:
             iu = rows_for_step(unlabeled, uB, s - start, seed=seed, cycle=cycle, stream=1)
