@@ -48,5 +48,6 @@ def balanced_rows_for_step(pool: np.ndarray, labels: np.ndarray, batch: int, loc
     for i, c in enumerate(classes):
         sel = which == i
         if sel.any():
-            out[sel] = _draws(pool[y == c], k[sel], seed=seed, cycle=cycle, stream=stream + 1000 * (int(c) + 1))
+            out[sel] = _draws(pool[y == c], k[sel], seed=seed, cycle=cycle,
+                              stream=stream + 1000 * (int(c) + 1))
     return out

@@ -210,3 +210,58 @@ def test_arm_label_reads_quotas_from_the_registry_and_survives_a_retired_selecto
     assert "estimated-class quotas" in arm_label("m", run("balanced_random"))   # balanced, no "bus" in its name
     assert "quotas" not in arm_label("m", run("random"))
     assert arm_label("m", run("retired_selector")) == "`m`: retired_selector in the pool; threshold boostmis"
+
+
+def test_overview_versus_pairs_each_arm_with_its_twin_in_another_study(tmp_path, capsys):
+    """One setting changed between two studies of a case: each arm against the same arm, seed by seed."""
+    from boostmis_jax.study import overview
+
+    meta = {"methods": ["boostmis", "random_all"], "primary": "aubc/balanced_accuracy",
+            "data": "case A", "budget": "10 + 2 x 10"}
+    base = [r for r in hand_runs() if r["method"] != "fixmatch"]
+    cfg = {"al": {"selectors": "random", "candidates": "all"}, "ssl": {"threshold": "boostmis"},
+           "train": {"labeled_sampling": "class_balanced"}}
+    changed = [{**r, "config": cfg,
+                "curve": [{**pt, "test": {**pt["test"], "balanced_accuracy": pt["test"]["balanced_accuracy"]
+                                          + (0.02 if r["method"] == "boostmis" else 0.0) + 0.001 * r["seed"]}}
+                          for pt in r["curve"]]} for r in base]
+    for name, runs, m in (("uniform", base, meta), ("balanced", changed, meta),
+                          ("other", base, {**meta, "data": "case B"})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.json").write_text(json.dumps(report.study_document(m, runs)))
+    twins = f"--versus={tmp_path / 'other'},{tmp_path / 'uniform'}"
+    assert overview.main([twins, str(tmp_path / "balanced")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "Δ vs the same arm in the --versus study" in table[0] and ", vs uniform)" in table[2]
+    row = next(ln for ln in table if "`boostmis`" in ln)
+    assert "class-balanced labeled batches" in row
+    assert "| +0.022 [+0.021, +0.023] | - | 5/0/0 |" in row          # +0.02 and 0.001 x seed 0..4
+    passive = next(ln for ln in table if "`random_all`" in ln)
+    assert passive.endswith("| +0.002 [+0.001, +0.003] | - | 4/0/1 |")
+    assert overview.main([f"--versus={tmp_path / 'other'}", str(tmp_path / "balanced")]) == 2
+    assert "no study of the case 'case A'" in capsys.readouterr().err
+
+
+def test_official_aubc_is_the_curve_area_on_the_source_test_and_reads_older_studies(tmp_path, capsys):
+    from boostmis_jax.study import overview
+
+    runs = [r for r in hand_runs() if r["method"] != "fixmatch"]
+    for r in runs:
+        r["test"]["official"] = {"balanced_accuracy": 0.5}
+        for pt, v in zip(r["curve"], (0.5, 0.6, 0.7 + (0.01 * r["seed"] if r["method"] == "boostmis" else 0)),
+                         strict=True):
+            pt["official_balanced_accuracy"] = v
+    e = report.endpoints(runs[0])
+    assert e["official_aubc/balanced_accuracy"] == pytest.approx(np.trapezoid([0.5, 0.6, 0.7], [10, 20, 40]) / 30)
+    assert report.endpoints(hand_runs()[0])["official_aubc/balanced_accuracy"] is None   # no source test
+    doc = report.study_document({"methods": ["boostmis", "random_all"], "primary": "aubc/balanced_accuracy"},
+                                runs)
+    for per in [*doc["endpoints"].values(), *doc["aggregate"].values()]:   # as a study.json written before it
+        del per["official_aubc/balanced_accuracy"]
+    del doc["comparisons"]["official_aubc/balanced_accuracy"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "study.json").write_text(json.dumps(doc))
+    assert overview.main(["--endpoint=official_aubc/balanced_accuracy", str(tmp_path / "old")]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "`boostmis`" in ln)
+    d = np.mean([np.trapezoid([0, 0, 0.01 * s], [10, 20, 40]) / 30 for s in range(5)])
+    assert f"| {d:+.3f} [" in row and row.endswith("| - | 4/0/1 |")

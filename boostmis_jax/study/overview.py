@@ -16,6 +16,8 @@ cold-start arm's first picks count too), summed over seeds: e.g. how many rare s
 --control=PATH takes that arm's seeds from another study of the same case and budget where a study lacks it
 (the cold-start arms pair with the core study's `random_all` without rerunning it); a study whose data or
 budget line differs from the control's is refused.
+--versus=DIR[,DIR...] pairs each arm with the same arm in the study of the same case and budget among those
+(a twin study with one setting changed, e.g. --config.train.labeled_sampling), seed by seed, without Holm.
 --pool merges studies of one config and budget on disjoint seeds (a replication beside the original) into one
 case, paired per seed afresh and without Holm (a pooled table is secondary to each study's own).
 
@@ -44,7 +46,23 @@ def load(arg: str) -> tuple[str, dict]:
     except (OSError, ValueError) as e:
         raise UserError(f"overview: cannot read {p} ({type(e).__name__}); pass a study workdir or its "
                         f"study.json") from None
-    return title or p.parent.name, doc
+    return title or p.parent.name, with_new_endpoints(doc)
+
+
+def with_new_endpoints(doc: dict) -> dict:
+    """An older study.json with the endpoints added since (computed from its run records), so a new
+    endpoint reads the committed studies too; stored values are kept as they are."""
+    from boostmis_jax.study import report
+
+    for r in doc.get("runs", []):
+        stored = doc["endpoints"].setdefault(f"{r['method']}/seed{r['seed']}", {})
+        for key, value in report.endpoints(r).items():
+            stored.setdefault(key, value)
+    fresh = report.aggregate(doc.get("runs", []))
+    for m, per in doc.get("aggregate", {}).items():
+        for key, value in fresh.get(m, {}).items():
+            per.setdefault(key, value)
+    return doc
 
 
 def _pm(s: dict) -> str:
@@ -82,6 +100,8 @@ def arm_label(m: str, runs: list[dict]) -> str:
         quotas = False
     if quotas:
         how.append(f"{al.get('balance', 'predicted')}-class quotas")
+    if cfg.get("train", {}).get("labeled_sampling", "uniform") != "uniform":
+        how.append("class-balanced labeled batches")
     return f"`{m}`: {', '.join(how)}; threshold {cfg.get('ssl', {}).get('threshold')}"
 
 
@@ -114,6 +134,24 @@ def control_seeds(doc: dict, control: tuple[str, dict], endpoint: str, against: 
     return seeds
 
 
+def twin(doc: dict, others: Sequence[tuple[str, dict]]) -> tuple[str, dict]:
+    """The study in `others` that ran the same case and budget as `doc` (the data line, cut seed included)."""
+    for name, other in others:
+        if all(doc["study"].get(k) == other["study"].get(k) for k in ("data", "budget")):
+            return name, other
+    raise UserError(f"overview --versus: no study of the case {doc['study'].get('data')!r} with budget "
+                    f"{doc['study'].get('budget')!r}; pass one per case, each of the same case and budget")
+
+
+def _versus(doc: dict, endpoint: str, other: dict) -> dict:
+    """method -> paired comparison of the method with the same arm in `other`, seed by seed."""
+    from boostmis_jax.study import stats
+
+    mine, theirs = _per_seed(doc, endpoint), _per_seed(other, endpoint)
+    return {m: {**stats.paired_comparison(v, theirs[m]), "holm_p": None}
+            for m, v in mine.items() if m in theirs}
+
+
 def _paired_here(doc: dict, endpoint: str, against: str, control: tuple[str, dict] | None = None) -> dict:
     """method -> stats.paired_comparison(method, against) on the per-seed endpoints, holm_p None."""
     from boostmis_jax.study import stats
@@ -129,11 +167,13 @@ def _paired_here(doc: dict, endpoint: str, against: str, control: tuple[str, dic
 
 def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
              arms: Sequence[str] = (), control: tuple[str, dict] | None = None,
-             with_picks: bool = False, endpoint: str = "") -> str:
+             with_picks: bool = False, endpoint: str = "", versus: Sequence[tuple[str, dict]] = ()) -> str:
     """The Markdown table: one row per (case, arm), the arms in each study's own order (only `arms` when
     given); `against` from `control` (title, study.json) where a study did not run it; with_picks adds the
-    labeled set per class at the end of the curve; `endpoint` replaces each study's primary."""
-    lines = ["| case | arm | n | primary (mean ± sd) | Δ vs `" + against + "` [95% CI] | Holm p | W/L/T |"
+    labeled set per class at the end of the curve; `endpoint` replaces each study's primary; `versus` pairs
+    each arm with the same arm in the study of the same case there (one setting changed, say)."""
+    vs = "the same arm in the --versus study" if versus else f"`{against}`"
+    lines = ["| case | arm | n | primary (mean ± sd) | Δ vs " + vs + " [95% CI] | Holm p | W/L/T |"
              + (" labeled per class at the end |" if with_picks else ""), "|---|---|---|---|---|---|---|"
              + ("---|" if with_picks else "")]
     for title, doc in studies:
@@ -142,11 +182,15 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             keys = sorted(next(iter(doc["aggregate"].values()), {}))
             raise UserError(f"overview: {title} has no endpoint {primary!r}; pass --endpoint= one of {keys}")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
-        if comp is None:
+        if versus:
+            name, other = twin(doc, versus)
+            comp = _versus(doc, primary, other)
+        elif comp is None:
             comp = _paired_here(doc, primary, against, control)
         order = [m for m in doc["study"].get("methods", list(agg)) if m in agg and (not arms or m in arms)]
         wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
-        case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min)"
+        twin_of = f", vs {name}" if versus else ""
+        case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min{twin_of})"
         for m in order:
             name = arm_label(m, doc["runs"])
             d, holm, wlt = _delta(comp.get(m))
@@ -211,6 +255,8 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--endpoint", default="", help="an endpoint key instead of each study's primary")
     p.add_argument("--picks", action="store_true", help="add each arm's labeled set per class at the end of "
                    "the curve, summed over seeds")
+    p.add_argument("--versus", default="", help="comma-joined studies: each arm paired with the same arm "
+                   "in the one of the same case and budget (a setting changed between them)")
     p.add_argument("--pool", action="store_true", help="pool the studies (same case and budget, disjoint "
                    "seeds) into one case, paired per seed, without Holm")
     a = p.parse_args(argv)
@@ -218,8 +264,9 @@ def main(argv: Sequence[str]) -> int:
         control = load(a.control) if a.control else None
         studies = [load(s) for s in a.studies]
         arms = [m for m in a.arms.split(",") if m]
-        print(overview([pooled(studies)] if a.pool else studies, a.against, arms, control, a.picks, a.endpoint),
-              end="")
+        versus = [load(v) for v in a.versus.split(",") if v]
+        print(overview([pooled(studies)] if a.pool else studies, a.against, arms, control, a.picks, a.endpoint,
+                       versus), end="")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
