@@ -10,9 +10,13 @@ from functools import lru_cache
 import numpy as np
 
 
-@lru_cache(maxsize=64)   # the unlabeled stream's and each class's epochs
-def _perm(n: int, seed: int, cycle: int, stream: int, epoch: int) -> np.ndarray:
+def _permutation(n: int, seed: int, cycle: int, stream: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, cycle, stream, epoch]).permutation(n)
+
+
+_perm = lru_cache(maxsize=8)(_permutation)           # the labeled and unlabeled streams' epochs
+_class_perm = lru_cache(maxsize=512)(_permutation)   # class-balanced batches: a few-row class turns over
+#                                                      epochs every step; its permutations are small
 
 
 def rows_for_step(pool: np.ndarray, batch: int, local_step: int, *, seed: int, cycle: int,
@@ -22,13 +26,14 @@ def rows_for_step(pool: np.ndarray, batch: int, local_step: int, *, seed: int, c
     return _draws(pool, local_step * batch + np.arange(batch), seed=seed, cycle=cycle, stream=stream)
 
 
-def _draws(rows: np.ndarray, draws: np.ndarray, *, seed: int, cycle: int, stream: int) -> np.ndarray:
+def _draws(rows: np.ndarray, draws: np.ndarray, *, seed: int, cycle: int, stream: int,
+           perm=_perm) -> np.ndarray:
     """rows[...] for the draw numbers `draws` of a chain of seeded epochs over `rows`."""
     epoch, offset = np.divmod(draws, len(rows))
     out = np.empty(len(draws), np.int64)
     for e in np.unique(epoch):
         sel = epoch == e
-        out[sel] = rows[_perm(len(rows), seed, cycle, stream, int(e))[offset[sel]]]
+        out[sel] = rows[perm(len(rows), seed, cycle, stream, int(e))[offset[sel]]]
     return out
 
 
@@ -42,6 +47,8 @@ def balanced_rows_for_step(pool: np.ndarray, labels: np.ndarray, batch: int, loc
     of seeded epochs. A rare class's few labels are then seen as often as the common class's many (class-
     balanced sampling: what lets ten picked minority scans count when 1 pool row in 50 is one)."""
     y = np.asarray(labels)[pool]
+    if len(pool) == 0 or y.min() < 0:
+        raise ValueError("balanced_rows_for_step: needs a non-empty pool of labeled rows (labels >= 0)")
     classes = np.unique(y)
     k, which = np.divmod(local_step * batch + np.arange(batch), len(classes))
     out = np.empty(batch, np.int64)
@@ -49,5 +56,5 @@ def balanced_rows_for_step(pool: np.ndarray, labels: np.ndarray, batch: int, loc
         sel = which == i
         if sel.any():
             out[sel] = _draws(pool[y == c], k[sel], seed=seed, cycle=cycle,
-                              stream=stream + 1000 * (int(c) + 1))
+                              stream=stream + 1000 * (int(c) + 1), perm=_class_perm)
     return out

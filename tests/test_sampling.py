@@ -70,3 +70,29 @@ def test_unknown_sampling_is_refused():
     cfg.train.labeled_sampling = "balanced"
     with pytest.raises(UserError, match="train.labeled_sampling"):
         validate(cfg)
+
+
+def test_balanced_batches_with_odd_sizes_and_one_row_classes():
+    labels = np.array([0] * 9 + [1], np.int32)                 # class 1: one labeled row
+    pool = np.arange(10)
+    rows = np.concatenate([balanced_rows_for_step(pool, labels, 7, s, seed=1, cycle=0, stream=0)
+                           for s in range(4)])              # 28 slots, alternating classes over steps
+    assert (rows == 9).sum() == 14 and len(set(rows[labels[rows] == 0])) == 9
+    with pytest.raises(ValueError, match="non-empty pool"):
+        balanced_rows_for_step(pool[:0], labels, 4, 0, seed=0, cycle=0, stream=0)
+
+
+def test_twin_runs_differ_only_in_the_labeled_rows():
+    """Unlabeled rows and their order are the same under both settings: a twin study changes one thing."""
+    from boostmis_jax.train import batch_maker
+
+    out = {}
+    for sampling in ("uniform", "class_balanced"):
+        cfg = get_config()
+        cfg.train.labeled_sampling = sampling
+        pool, labels = _imbalanced()
+        ds = SimpleNamespace(train_x=np.arange(len(labels), dtype=np.float32)[:, None], train_y=labels)
+        r = SimpleNamespace(ds=ds, cfg=cfg, cycles=Cycles.from_config(cfg.train.steps, cfg.al.steps_per_cycle))
+        out[sampling] = batch_maker(r, Book(labeled=[int(i) for i in pool[:50]]))[0](3)
+    np.testing.assert_array_equal(out["uniform"]["iu"], out["class_balanced"]["iu"])
+    assert not np.array_equal(out["uniform"]["yl"], out["class_balanced"]["yl"])

@@ -71,6 +71,18 @@ def test_finished_runs_are_skipped_and_unfinished_ones_go_back_to_train_run(tmp_
     assert fake_train.calls == [str(plan[i].workdir) for i in (0, 2, 3)]
 
 
+def test_a_run_finished_before_a_new_config_key_still_counts_as_finished(tmp_path, fake_train):
+    plan = study.make_plan(study_config(), tmp_path, 500)
+    execute.execute(plan, lambda rs: None, say=lambda *a: None)
+    path = plan[0].workdir / "summary.json"
+    old = json.loads(path.read_text())
+    del old["config"]["train"]["labeled_sampling"]       # written before the key existed: its default
+    path.write_text(json.dumps(old))
+    fake_train.calls.clear()
+    execute.execute(plan, lambda rs: None, say=lambda *a: None)
+    assert fake_train.calls == []
+
+
 def test_interrupted_study_writes_what_finished(tmp_path, monkeypatch):
     from boostmis_jax import train
 

@@ -131,6 +131,9 @@ def test_overview_prints_each_studys_own_numbers(tmp_path, capsys):
     assert "has no endpoint 'final/nope'" in capsys.readouterr().err
     assert overview.main([str(tmp_path / "missing")]) == 2
     assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "old.json").write_text(json.dumps({"runs": [], "paired": {}}))     # an older layout
+    assert overview.main([str(tmp_path / "old.json")]) == 2
+    assert "older layout" in capsys.readouterr().err
 
 
 def test_overview_pairs_with_a_control_study_of_the_same_case(tmp_path, capsys):
@@ -232,14 +235,26 @@ def test_overview_versus_pairs_each_arm_with_its_twin_in_another_study(tmp_path,
     twins = f"--versus={tmp_path / 'other'},{tmp_path / 'uniform'}"
     assert overview.main([twins, str(tmp_path / "balanced")]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert "Δ vs the same arm in the --versus study" in table[0] and ", vs uniform)" in table[2]
+    assert "Δ vs the same arm in the --versus study" in table[0] and ", vs uniform: config not recorded)" in table[2]
     row = next(ln for ln in table if "`boostmis`" in ln)
     assert "class-balanced labeled batches" in row
     assert "| +0.022 [+0.021, +0.023] | - | 5/0/0 |" in row          # +0.02 and 0.001 x seed 0..4
     passive = next(ln for ln in table if "`random_all`" in ln)
     assert passive.endswith("| +0.002 [+0.001, +0.003] | - | 4/0/1 |")
     assert overview.main([f"--versus={tmp_path / 'other'}", str(tmp_path / "balanced")]) == 2
-    assert "no study of the case 'case A'" in capsys.readouterr().err
+    assert "0 studies of the case 'case A'" in capsys.readouterr().err
+    both = f"--versus={tmp_path / 'uniform'},{tmp_path / 'uniform'}"           # ambiguous: refused
+    assert overview.main([both, str(tmp_path / "balanced")]) == 2
+    assert "2 studies of the case" in capsys.readouterr().err
+    assert overview.main([twins, "--against=boostmis", str(tmp_path / "balanced")]) == 2
+    assert "leave out --against" in capsys.readouterr().err
+    for r in base:                                                              # configs recorded: named
+        r["config"] = {**cfg, "train": {"labeled_sampling": "uniform"}}
+    (tmp_path / "uniform" / "study.json").write_text(json.dumps(report.study_document(meta, base)))
+    assert overview.main([twins, str(tmp_path / "balanced")]) == 0
+    assert ", vs uniform: train.labeled_sampling)" in capsys.readouterr().out.splitlines()[2]
+    assert overview.main([f"--versus={tmp_path / 'balanced'}", str(tmp_path / "balanced")]) == 2
+    assert "ran the same config" in capsys.readouterr().err
 
 
 def test_official_aubc_is_the_curve_area_on_the_source_test_and_reads_older_studies(tmp_path, capsys):

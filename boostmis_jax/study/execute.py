@@ -37,6 +37,7 @@ MAX_WORKERS = 8
 def finished(p: PlannedRun) -> dict | None:
     """The run's summary when it finished under the planned config (cadence keys aside), else None."""
     from boostmis_jax.bookkeeping import config_changes
+    from boostmis_jax.defaults import get_config
     from boostmis_jax.reporting import to_jsonable
 
     path = p.workdir / "summary.json"
@@ -52,7 +53,7 @@ def finished(p: PlannedRun) -> dict | None:
     old = summary.get("config", {})
     if not isinstance(old, dict):
         return None
-    if config_changes(old, planned) or old.get("al", {}).get("cycles") != planned["al"]["cycles"]:
+    if config_changes(old, planned, to_jsonable(get_config().to_dict())) or old.get("al", {}).get("cycles") != planned["al"]["cycles"]:
         return None  # train.run extends it (more al.cycles) or refuses the change in one line
     return summary
 

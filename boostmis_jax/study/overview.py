@@ -46,6 +46,9 @@ def load(arg: str) -> tuple[str, dict]:
     except (OSError, ValueError) as e:
         raise UserError(f"overview: cannot read {p} ({type(e).__name__}); pass a study workdir or its "
                         f"study.json") from None
+    if not isinstance(doc, dict) or not {"runs", "endpoints", "aggregate", "comparisons"} <= set(doc):
+        raise UserError(f"overview: {p} is not a study.json of this version (an older layout); rerun its study "
+                        f"command to rewrite it")
     return title or p.parent.name, with_new_endpoints(doc)
 
 
@@ -134,13 +137,27 @@ def control_seeds(doc: dict, control: tuple[str, dict], endpoint: str, against: 
     return seeds
 
 
-def twin(doc: dict, others: Sequence[tuple[str, dict]]) -> tuple[str, dict]:
-    """The study in `others` that ran the same case and budget as `doc` (the data line, cut seed included)."""
-    for name, other in others:
-        if all(doc["study"].get(k) == other["study"].get(k) for k in ("data", "budget")):
-            return name, other
-    raise UserError(f"overview --versus: no study of the case {doc['study'].get('data')!r} with budget "
-                    f"{doc['study'].get('budget')!r}; pass one per case, each of the same case and budget")
+def twin(doc: dict, others: Sequence[tuple[str, dict]]) -> tuple[str, dict, list[str]]:
+    """The one study in `others` that ran the same case and budget as `doc` (the data line, cut seed
+    included), and the config keys its runs changed (read from one arm and seed both ran)."""
+    key = [doc["study"].get(k) for k in ("data", "budget")]
+    found = [(n, o) for n, o in others if [o["study"].get(k) for k in ("data", "budget")] == key]
+    if len(found) != 1 or None in key:
+        raise UserError(f"overview --versus: {len(found)} studies of the case {key[0]!r} with budget {key[1]!r}; "
+                        f"pass exactly one per case, of the same case and budget")
+    name, other = found[0]
+    from boostmis_jax.bookkeeping import config_changes
+
+    configs = {(r["method"], r["seed"]): r.get("config") for r in other["runs"]}
+    pair = next(((r["config"], configs[r["method"], r["seed"]]) for r in doc["runs"]
+                 if r.get("config") and configs.get((r["method"], r["seed"]))), None)
+    if pair is None:
+        return name, other, ["config not recorded"]
+    changed = [c.split(":")[0] for c in config_changes(pair[1], pair[0]) if not c.startswith("seed:")]
+    if not changed:
+        raise UserError(f"overview --versus: {name} ran the same config; pass the study with one setting "
+                        f"changed")
+    return name, other, changed
 
 
 def _versus(doc: dict, endpoint: str, other: dict) -> dict:
@@ -183,13 +200,13 @@ def overview(studies: Sequence[tuple[str, dict]], against: str = PASSIVE_METHOD,
             raise UserError(f"overview: {title} has no endpoint {primary!r}; pass --endpoint= one of {keys}")
         agg, comp = doc["aggregate"], doc["comparisons"].get(primary, {}).get(against)
         if versus:
-            name, other = twin(doc, versus)
+            twin_name, other, changed = twin(doc, versus)
             comp = _versus(doc, primary, other)
         elif comp is None:
             comp = _paired_here(doc, primary, against, control)
         order = [m for m in doc["study"].get("methods", list(agg)) if m in agg and (not arms or m in arms)]
         wall = sum(r.get("wall_time_s") or 0.0 for r in doc["runs"]) / 60
-        twin_of = f", vs {name}" if versus else ""
+        twin_of = f", vs {twin_name}: {', '.join(changed)}" if versus else ""
         case = f"{title} (`{primary}`, {len(doc['runs'])} runs, {wall:.0f} min{twin_of})"
         for m in order:
             name = arm_label(m, doc["runs"])
@@ -265,6 +282,9 @@ def main(argv: Sequence[str]) -> int:
         studies = [load(s) for s in a.studies]
         arms = [m for m in a.arms.split(",") if m]
         versus = [load(v) for v in a.versus.split(",") if v]
+        if versus and (control or a.against != PASSIVE_METHOD or a.pool):
+            raise UserError("overview: --versus pairs each arm with its twin; leave out --against, --control "
+                            "and --pool")
         print(overview([pooled(studies)] if a.pool else studies, a.against, arms, control, a.picks, a.endpoint,
                        versus), end="")
     except UserError as e:
